@@ -1,0 +1,183 @@
+"""``Subject``: one subject's (or a group's) structural and functional data.
+
+A subject bundles the structural connectivity SC (N, N), optional fibre lengths (N, N), the
+scan's repetition time TR (s), optional regional BOLD (T, N) and region labels. Its empirical
+features are computed on demand and cached:
+
+* ``fc()``: Pearson correlation of the regional BOLD series (``raybrain.features.fc``);
+* ``fcd_distribution(window, step)``: upper triangle (k = 1) of the FCD matrix of sliding-window
+  FCs (Hansen et al. 2015; ``raybrain.features.fcd_distribution``).
+
+A *group* subject (see ``raybrain.data.group_average``) has no BOLD of its own; it keeps its
+``members`` and defines its empirical features from theirs: FC is the mean of the members' FCs
+and the FCD distribution is the pooled (concatenated, sorted) members' distributions.
+
+All arrays are float64 copies marked read-only, so a Subject (and its cached features) can be
+shared freely.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raybrain.data import validate
+
+__all__ = ["Subject"]
+
+_ARGS = "arguments"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Subject:
+    """One subject's data (or a group's, when ``members`` is non-empty).
+
+    Parameters
+    ----------
+    name : str
+        Identifier, e.g. ``"hcp/101309"``.
+    sc : array (N, N)
+        Structural connectivity (non-negative; directed SC is allowed).
+    tr : float
+        Repetition time of the (empirical or simulated) BOLD in seconds.
+    bold : array (T, N) or None
+        Regional BOLD, time first. None for SC-only subjects and groups.
+    lengths : array (N, N) or None
+        Fibre-tract lengths (mm).
+    labels : tuple of str or None
+        One label per region.
+    source : str
+        Where the data came from (file paths, dataset name); used in error messages.
+    members : tuple of Subject
+        For a group: the subjects it averages. Empty for a single subject.
+    """
+
+    name: str
+    sc: np.ndarray
+    tr: float
+    bold: np.ndarray | None = None
+    lengths: np.ndarray | None = None
+    labels: tuple[str, ...] | None = None
+    source: str = _ARGS
+    members: tuple["Subject", ...] = ()
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        def src(arg: str) -> str:
+            return arg if self.source == _ARGS else self.source
+
+        set_ = object.__setattr__
+        set_(self, "name", str(self.name))
+        sc = validate.check_sc(self.sc, source=src("sc"))
+        n = sc.shape[0]
+        set_(self, "sc", _readonly(sc))
+        set_(self, "tr", validate.check_tr(self.tr, source=src("tr")))
+        if self.lengths is not None:
+            set_(self, "lengths", _readonly(validate.check_lengths(self.lengths, n, source=src("lengths"))))
+        if self.bold is not None:
+            set_(self, "bold", _readonly(validate.check_bold(self.bold, n, source=src("bold"))))
+        set_(self, "labels", validate.check_labels(self.labels, n, source=src("labels")))
+        members = tuple(self.members)
+        set_(self, "members", members)
+        if members:
+            if self.bold is not None:
+                raise ValueError(f"{src('bold')}: a group subject has no BOLD of its own (got bold and members)")
+            for m in members:
+                if not isinstance(m, Subject):
+                    raise ValueError(f"{src('members')}: members must be Subject objects, got {type(m).__name__}")
+                if m.n_regions != n:
+                    raise ValueError(
+                        f"{src('members')}: member {m.name!r} has {m.n_regions} regions, the group has {n}"
+                    )
+                if not np.isclose(m.tr, self.tr, rtol=1e-9, atol=0.0):
+                    raise ValueError(
+                        f"{src('members')}: member {m.name!r} has TR {m.tr:g} s, the group has TR {self.tr:g} s; "
+                        f"average only subjects scanned with the same TR"
+                    )
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_regions(self) -> int:
+        """Number of regions N."""
+        return int(self.sc.shape[0])
+
+    @property
+    def n_frames(self) -> int | None:
+        """Number of BOLD frames T, or None without BOLD (SC-only subjects and groups)."""
+        return None if self.bold is None else int(self.bold.shape[0])
+
+    @property
+    def is_group(self) -> bool:
+        """True for a group average (its features come from ``members``)."""
+        return bool(self.members)
+
+    @property
+    def has_functional(self) -> bool:
+        """True when empirical FC/FCD are available (own BOLD, or a group of subjects with BOLD)."""
+        if self.members:
+            return all(m.has_functional for m in self.members)
+        return self.bold is not None
+
+    # --------------------------------------------------------------- features
+    def _need_functional(self, what: str) -> None:
+        if not self.has_functional:
+            raise ValueError(
+                f"{self.source if self.source != _ARGS else 'bold'}: subject {self.name!r} has no BOLD, "
+                f"so its empirical {what} is undefined; load it with a BOLD file"
+            )
+
+    def fc(self) -> np.ndarray:
+        """Empirical FC (N, N), cached.
+
+        Single subject: FC_ij = Pearson r(BOLD[:, i], BOLD[:, j]) (``raybrain.features.fc``).
+        Group: the element-wise mean of the members' FC matrices.
+        """
+        if "fc" not in self._cache:
+            self._need_functional("FC")
+            if self.members:
+                out = np.mean(np.stack([m.fc() for m in self.members]), axis=0)
+            else:
+                from raybrain import features
+
+                out = np.asarray(features.fc(self.bold), dtype=np.float64)
+            self._cache["fc"] = _readonly(out)
+        return self._cache["fc"]
+
+    def fcd_distribution(self, window: int, step: int) -> np.ndarray:
+        """Empirical FCD distribution (1-D, sorted), cached per (window, step).
+
+        Single subject: the upper triangle (k = 1) of the FCD matrix of sliding windows of
+        ``window`` frames every ``step`` frames (Hansen et al. 2015;
+        ``raybrain.features.fcd_distribution``). Group: the members' distributions pooled
+        (concatenated) and sorted, so a KS distance against it compares with the whole group.
+        """
+        key = ("fcd", window, step)
+        if key not in self._cache:
+            self._need_functional("FCD")
+            if self.members:
+                parts = [m.fcd_distribution(window, step) for m in self.members]
+                out = np.sort(np.concatenate(parts))
+            else:
+                validate.check_fcd_window(
+                    self.n_frames, window, step, source=self.source if self.source != _ARGS else "bold"
+                )
+                from raybrain import features
+
+                out = np.asarray(features.fcd_distribution(self.bold, int(window), int(step)), dtype=np.float64)
+            self._cache[key] = _readonly(out)
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", f"n_regions={self.n_regions}"]
+        if self.bold is not None:
+            parts.append(f"n_frames={self.n_frames}")
+        parts.append(f"tr={self.tr:g}")
+        if self.members:
+            parts.append(f"members={len(self.members)}")
+        parts.append(f"source={self.source!r}")
+        return f"Subject({', '.join(parts)})"

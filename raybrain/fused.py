@@ -1,0 +1,195 @@
+"""The fused CPU path: the whole rWW + Balloon–Windkessel time loop in one numba kernel.
+
+One compiled loop per batch element (parallel over the batch with ``prange``) does the network
+coupling, the counter-based noise, the rWW update with clipping, the hemodynamics at their own
+step, the TR sampling and the running summaries, keeping the state in cache. It reuses the
+model's own equations (:func:`raybrain.models.rww.currents_and_rates`,
+:func:`~raybrain.models.rww.gating_drift`, :func:`raybrain.hemodynamics.bw_step`), inlined with
+vectorisable maths in float32 (:mod:`raybrain._fastmath`) or libm in float64, and is held to the
+array reference of :mod:`raybrain.integrate` by ``tests/test_integrate.py`` on the same noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._fastmath import exp32, log32, phi32, phi64, sincos_turns32
+from . import hemodynamics, random
+from .models import rww
+from .random import GOLDEN
+
+# the model's own equations, compiled for inlining into the loop (one source for every path)
+_inline = njit(error_model="numpy", inline="always")
+fmix64 = _inline(random.fmix64)
+currents_and_rates = _inline(rww.currents_and_rates)
+gating_drift = _inline(rww.gating_drift)
+bw_step = _inline(hemodynamics.bw_step)
+bold_signal = _inline(hemodynamics.bold_signal)
+
+_S32 = np.uint64(32)
+_LO32 = np.uint64(0xFFFFFFFF)
+
+# order of the rows of the packed parameter array (B, P, N)
+RWW_PARAM_ORDER = ("G", "sigma", "w_EE", "w_EI", "w_IE", "I0", "J_NMDA", "W_E", "W_I",
+                   "a_E", "b_E", "d_E", "a_I", "b_I", "d_I", "tau_E", "tau_I", "gamma")
+
+
+@njit(error_model="numpy", inline="always")
+def _exp64(x):
+    return np.exp(x)
+
+
+@njit(error_model="numpy", inline="always")
+def _log64(x):
+    return np.log(x)
+
+
+@njit(fastmath=True, error_model="numpy", inline="always")
+def _normals32(z):
+    u1 = (np.float32(z >> _S32) + np.float32(0.5)) * np.float32(2.0 ** -32)
+    u2 = np.float32(z & _LO32) * np.float32(2.0 ** -32)
+    r = np.sqrt(np.float32(-2.0) * log32(u1))
+    s, c = sincos_turns32(u2)
+    return r * c, r * s
+
+
+@njit(error_model="numpy", inline="always")
+def _normals64(z):
+    u1 = (np.float64(z >> _S32) + 0.5) * 2.0 ** -32
+    u2 = np.float64(z & _LO32) * 2.0 ** -32
+    r = np.sqrt(-2.0 * np.log(u1))
+    a = 2.0 * np.pi * u2
+    return r * np.cos(a), r * np.sin(a)
+
+
+def _make_rww_kernel(phi, exp, log, normals, fastmath):
+    @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
+    def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subj, PAR, keys,
+               step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
+        B, N = SE.shape
+        kappa, gam_h, inv_tau, inv_alpha, l1r, inv_rho, V0, k1, k2, k3, one = coef
+        zero = one - one
+        sqdt = np.sqrt(dt)
+        for b in prange(B):
+            sb = subj[b]
+            key = keys[b]
+            se = SE[b].copy()
+            si = SI[b].copy()
+            s_ = hs[b].copy()
+            f_ = hf[b].copy()
+            v_ = hv[b].copy()
+            q_ = hq[b].copy()
+            ac = acc[b].copy()
+            sr = sum_rE[b].copy()
+            sse = sum_SE[b].copy()
+            ssi = sum_SI[b].copy()
+            c = np.empty_like(se)
+            nE = np.empty_like(se)
+            nI = np.empty_like(se)
+            rb = np.empty_like(se)
+            blk_r = np.zeros_like(se)  # float32 block sums, flushed into the float64 sums
+            blk_e = np.zeros_like(se)  # once per hemodynamic step (a conditional float64
+            blk_i = np.zeros_like(se)  # accumulate in the step loop blocks vectorisation)
+            P = PAR[b]
+            C = CS[sb]
+            amp = P[1] * sqdt
+            o = 0
+            for t in range(n_steps):
+                step = step0 + t
+                # network input c_i = sum_j C_ij S_E,j, four rows at a time
+                for i in range(0, N - 3, 4):
+                    a0 = zero
+                    a1 = zero
+                    a2 = zero
+                    a3 = zero
+                    r0 = C[i]
+                    r1 = C[i + 1]
+                    r2 = C[i + 2]
+                    r3 = C[i + 3]
+                    for j in range(N):
+                        sj = se[j]
+                        a0 += r0[j] * sj
+                        a1 += r1[j] * sj
+                        a2 += r2[j] * sj
+                        a3 += r3[j] * sj
+                    c[i] = a0
+                    c[i + 1] = a1
+                    c[i + 2] = a2
+                    c[i + 3] = a3
+                for i in range(N - N % 4, N):
+                    a0 = zero
+                    for j in range(N):
+                        a0 += C[i, j] * se[j]
+                    c[i] = a0
+                # LLVM gives up vectorising a loop that touches too many arrays, so the step
+                # is split into three short loops: noise, update, running sums
+                base = np.uint64(step * N)
+                for i in range(N):
+                    z = fmix64(((base + np.uint64(i)) * GOLDEN) ^ key)
+                    xi_E, xi_I = normals(z)
+                    nE[i] = xi_E
+                    nI[i] = xi_I
+                for i in range(N):
+                    _, _, rE, rI = currents_and_rates(
+                        se[i], si[i], c[i], P[0, i], P[2, i], P[3, i], P[4, i], P[5, i], P[6, i], P[7, i],
+                        P[8, i], P[9, i], P[10, i], P[11, i], P[12, i], P[13, i], P[14, i], phi)
+                    dE, dI = gating_drift(se[i], si[i], rE, rI, P[15, i], P[16, i], P[17, i])
+                    x = se[i] + dt * dE + amp[i] * nE[i]
+                    y = si[i] + dt * dI + amp[i] * nI[i]
+                    se[i] = min(max(x, zero), one)
+                    si[i] = min(max(y, zero), one)
+                    rb[i] = rE
+                for i in range(N):
+                    ac[i] += se[i]
+                    blk_r[i] += rb[i]
+                    blk_e[i] += se[i]
+                    blk_i[i] += si[i]
+                block_end = (step + 1) % k_h == 0
+                if block_end or t == n_steps - 1:
+                    if step // k_h + 1 > m_burn:  # the whole block lies after the burn-in
+                        for i in range(N):
+                            sr[i] += blk_r[i]
+                            sse[i] += blk_e[i]
+                            ssi[i] += blk_i[i]
+                    blk_r[:] = zero
+                    blk_e[:] = zero
+                    blk_i[:] = zero
+                if bold_on and block_end:
+                    m = (step + 1) // k_h
+                    for i in range(N):
+                        s_[i], f_[i], v_[i], q_[i] = bw_step(
+                            s_[i], f_[i], v_[i], q_[i], ac[i] * inv_kh, dt_h, kappa, gam_h, inv_tau,
+                            inv_alpha, l1r, inv_rho, one, exp, log)
+                        ac[i] = zero
+                    if m % k_tr == 0 and m > m_burn:
+                        for i in range(N):
+                            bold_out[b, o, i] = bold_signal(v_[i], q_[i], V0, k1, k2, k3, one)
+                        o += 1
+            SE[b] = se
+            SI[b] = si
+            hs[b] = s_
+            hf[b] = f_
+            hv[b] = v_
+            hq[b] = q_
+            acc[b] = ac
+            sum_rE[b] = sr
+            sum_SE[b] = sse
+            sum_SI[b] = ssi
+
+    return kernel
+
+
+_KERNELS = {}
+
+
+def rww_kernel(dtype):
+    """The compiled fused rWW kernel for ``float32`` (fast maths) or ``float64`` (libm)."""
+    key = np.dtype(dtype).name
+    if key not in _KERNELS:
+        if key == "float32":
+            _KERNELS[key] = _make_rww_kernel(phi32, exp32, log32, _normals32, True)
+        elif key == "float64":
+            _KERNELS[key] = _make_rww_kernel(phi64, _exp64, _log64, _normals64, False)
+        else:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return _KERNELS[key]

@@ -1,0 +1,387 @@
+r"""Euler–Maruyama integration of a batch of whole-brain models, streamed to BOLD.
+
+For state ``x`` (``(B, N)`` per variable), drift ``f`` of the model, network input
+``c = C x_coupled`` and per-region noise amplitude ``σ``:
+
+.. math::
+
+    x_{t+1} = \mathrm{clip}\left(x_t + f(x_t, c_t)\,\Delta t + \sigma \sqrt{\Delta t}\,\xi_t\right),
+    \qquad \xi_t \sim \mathcal N(0, 1)\ \text{(counter-based, see :mod:`raybrain.random`)}
+
+The neural input of the hemodynamics (e.g. ``S_E``) is averaged over each hemodynamic step
+(``bold_dt``, 1 ms by default), the Balloon–Windkessel model is stepped with it, and BOLD is
+sampled every TR once the burn-in has passed. Only the BOLD samples and running time-averages
+are kept: memory is ``O(B·N·T_bold)``, never the neural trajectory.
+
+A :class:`Simulation` is resumable: :meth:`Simulation.run` continues from the carried
+:class:`SimState` (global step counter, neural and hemodynamic state, noise keys, running sums),
+so running 30 s then 30 s gives exactly the samples of one 60 s run. Noise is a pure function of
+(seed, stream, step, region): a candidate's result does not depend on the batch it ran in.
+
+Two paths compute the same thing: the array path (NumPy or CuPy, any model; the reference) and,
+for rWW on NumPy, the fused numba kernel of :mod:`raybrain.fused` (the CPU hot path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._backend import array_module, asnumpy, get_xp
+from .hemodynamics import BalloonWindkessel, bold_signal, bw_step
+from .models import Model, broadcast_param, get_model
+from .random import normal_pair, stream_keys
+
+NOISE_MODES = ("independent", "common")
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """How to simulate: time steps, durations, hemodynamics, noise, precision, backend.
+
+    Times are in seconds. ``duration`` is the recorded time after ``burn_in``. The hemodynamic
+    step ``bold_dt`` is rounded to a whole number of neural steps (at least one), and the TR
+    must be a whole number of hemodynamic steps.
+    """
+
+    duration: float = 60.0
+    dt: float = 1e-4
+    burn_in: float = 0.0
+    tr: float = 0.72
+    hemodynamics: str = "balloon"  # or "none": sample the BOLD-input variable directly
+    bw_convention: str = "rates"
+    bw_constants: str = "friston2003"
+    bold_dt: float = 1e-3
+    noise: str = "independent"  # or "common" (common random numbers across the batch)
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "numpy"
+    fused: str = "auto"  # "auto" | "always" | "never"
+
+    def __post_init__(self):
+        for name in ("duration", "dt", "tr", "bold_dt"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"simulation setting {name!r} must be a positive number of seconds, got {v!r}")
+        if not (math.isfinite(self.burn_in) and self.burn_in >= 0):
+            raise ValueError(f"simulation setting 'burn_in' must be >= 0 seconds, got {self.burn_in!r}")
+        if self.hemodynamics not in ("balloon", "none"):
+            raise ValueError(f"simulation setting 'hemodynamics' must be 'balloon' or 'none', got {self.hemodynamics!r}")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"simulation setting 'noise' must be one of {NOISE_MODES}, got {self.noise!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"simulation setting 'dtype' must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.fused not in ("auto", "always", "never"):
+            raise ValueError(f"simulation setting 'fused' must be 'auto', 'always' or 'never', got {self.fused!r}")
+        if self.dt > self.tr:
+            raise ValueError(f"simulation setting 'dt' ({self.dt} s) must not exceed the TR ({self.tr} s)")
+        BalloonWindkessel(self.bw_convention, self.bw_constants)  # validates the names
+        get_xp(self.backend) if self.backend != "numpy" else None
+        k_h, k_tr = self.steps_per_bold_step, self.bold_steps_per_tr
+        if abs(k_tr * k_h * self.dt - self.tr) > 1e-6 * self.tr:
+            raise ValueError(
+                f"the TR ({self.tr} s) must be a whole number of hemodynamic steps of {k_h * self.dt:g} s "
+                f"(dt={self.dt} s × {k_h}); choose dt/bold_dt dividing the TR"
+            )
+
+    def replace(self, **changes) -> "SimulationSettings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def steps_per_bold_step(self) -> int:
+        return max(1, int(round(self.bold_dt / self.dt)))
+
+    @property
+    def bold_steps_per_tr(self) -> int:
+        return max(1, int(round(self.tr / (self.steps_per_bold_step * self.dt))))
+
+    def n_steps(self, seconds: float) -> int:
+        return int(round(seconds / self.dt))
+
+    @property
+    def hemodynamic_model(self) -> BalloonWindkessel:
+        return BalloonWindkessel(self.bw_convention, self.bw_constants)
+
+
+@dataclass
+class SimState:
+    """Everything needed to continue a simulation exactly where it stopped.
+
+    ``step`` counts neural steps since t = 0 (it indexes the noise), ``neural`` and
+    ``hemo`` are tuples of ``(B, N)`` arrays, ``acc`` the neural input summed since the last
+    hemodynamic step, ``sums`` the running sums of the summaries over ``n_summed`` recorded steps.
+    """
+
+    step: int
+    neural: tuple
+    hemo: tuple
+    acc: Any
+    keys: Any
+    sums: dict
+    n_summed: int
+    diverged: Any
+
+    def to_numpy(self) -> "SimState":
+        return SimState(self.step, tuple(asnumpy(a) for a in self.neural), tuple(asnumpy(a) for a in self.hemo),
+                        asnumpy(self.acc), asnumpy(self.keys), {k: asnumpy(v) for k, v in self.sums.items()},
+                        self.n_summed, asnumpy(self.diverged))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """A flat dict of NumPy arrays (for ``np.savez`` checkpoints)."""
+        s = self.to_numpy()
+        out = {"step": np.array(s.step), "n_summed": np.array(s.n_summed), "acc": s.acc, "keys": s.keys,
+               "diverged": s.diverged}
+        out.update({f"neural_{i}": a for i, a in enumerate(s.neural)})
+        out.update({f"hemo_{i}": a for i, a in enumerate(s.hemo)})
+        out.update({f"sum_{k}": v for k, v in s.sums.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, np.ndarray]) -> "SimState":
+        def seq(prefix):
+            return tuple(np.asarray(d[k]) for k in sorted((k for k in d if k.startswith(prefix)),
+                                                          key=lambda k: int(k[len(prefix):])))
+        return cls(int(d["step"]), seq("neural_"), seq("hemo_"), np.asarray(d["acc"]), np.asarray(d["keys"]),
+                   {k[4:]: np.asarray(v) for k, v in d.items() if k.startswith("sum_")}, int(d["n_summed"]),
+                   np.asarray(d["diverged"]))
+
+
+@dataclass
+class SimResult:
+    """BOLD ``(B, T, N)`` of one run (or chunk), sample times, time-averaged summaries, flags."""
+
+    bold: Any
+    times: np.ndarray
+    means: dict = field(default_factory=dict)  # name -> (B, N) time averages since the burn-in
+    diverged: Any = None  # (B,) bool
+    wall_s: float = 0.0
+    fused: bool = False
+
+
+class Simulation:
+    """A batch of B simulations of one model on one or several connectomes.
+
+    Parameters
+    ----------
+    model : Model or str
+        e.g. ``"rww"`` (FIC on) or ``get_model("rww", fic=False)``.
+    sc : array ``(N, N)`` or ``(S, N, N)``
+        Connectome(s), used as given (``C_ij``: weight from region j to region i).
+    params : mapping
+        Model parameters; each a scalar, ``(B,)``, ``(N,)`` or ``(B, N)``. Missing ones take the
+        model's defaults.
+    settings : SimulationSettings
+    batch : int, optional
+        B; inferred from the parameter shapes when omitted.
+    subject_index : array ``(B,)`` of int, optional
+        Which connectome each batch element uses when ``sc`` is ``(S, N, N)``.
+    streams : array ``(B,)`` of int, optional
+        Noise stream of each batch element (default ``arange(B)``, or all 0 when
+        ``settings.noise == "common"``).
+    """
+
+    def __init__(self, model, sc, params: Mapping[str, Any] | None = None,
+                 settings: SimulationSettings | None = None, *, batch: int | None = None,
+                 subject_index=None, streams=None, state: SimState | None = None):
+        self.model: Model = get_model(model)
+        self.settings = settings or SimulationSettings()
+        xp = self.xp = get_xp(self.settings.backend)
+        self.dtype = np.dtype(self.settings.dtype)
+        sc = np.asarray(asnumpy(sc), dtype=np.float64)
+        if sc.ndim == 2:
+            sc = sc[None]
+        if sc.ndim != 3 or sc.shape[1] != sc.shape[2]:
+            raise ValueError(f"sc must have shape (N, N) or (S, N, N), got {sc.shape}")
+        if not np.all(np.isfinite(sc)):
+            raise ValueError("sc contains non-finite values")
+        n = self.n_regions = sc.shape[1]
+        params = dict(params or {})
+        B = batch if batch is not None else _infer_batch(params, n)
+        if subject_index is None:
+            if sc.shape[0] != 1:
+                raise ValueError(f"sc holds {sc.shape[0]} connectomes: pass subject_index of shape ({B},)")
+            subject_index = np.zeros(B, dtype=np.int64)
+        subject_index = np.asarray(subject_index, dtype=np.int64).reshape(-1)
+        if subject_index.shape != (B,) or subject_index.min() < 0 or subject_index.max() >= sc.shape[0]:
+            raise ValueError(f"subject_index must have shape ({B},) with values in [0, {sc.shape[0]})")
+        self.batch = B
+        self.sc = sc
+        self.subject_index = subject_index
+        full = self.model.params(**params)
+        shaped = {}
+        for k, v in full.items():
+            a = broadcast_param(k, v, B, n, xp=np)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"parameter {k!r} contains non-finite values")
+            shaped[k] = a
+        row_sum = sc.sum(axis=2)[subject_index]  # (B, N)
+        prepared = self.model.prepare(shaped, row_sum, xp=np)
+        # float64 on the host for the record; the working copy in the simulation dtype/backend
+        self.params_host = {k: np.broadcast_to(v, (B, n)).astype(np.float64) for k, v in prepared.items()}
+        self.params = {k: xp.asarray(v, dtype=self.dtype) for k, v in self.params_host.items()}
+        if streams is None:
+            streams = np.zeros(B, np.int64) if self.settings.noise == "common" else np.arange(B)
+        streams = np.asarray(streams)
+        if streams.shape != (B,):
+            raise ValueError(f"streams must have shape ({B},), got {streams.shape}")
+        self.streams = streams
+        self.state = state if state is not None else self.initial_state()
+        self.use_fused = self._choose_fused()
+
+    # -- state -----------------------------------------------------------------------------------
+    def initial_state(self) -> SimState:
+        xp, B, n, dt = self.xp, self.batch, self.n_regions, self.dtype
+        neural = self.model.initial_state(B, n, xp=xp, dtype=dt)
+        hemo = self.settings.hemodynamic_model.initial_state(B, n, xp=xp, dtype=dt)
+        names = [sv.name for sv in self.model.state_variables] + list(self.model.summary_observables)
+        sums = {k: xp.zeros((B, n), dtype=np.float64) for k in names}
+        return SimState(0, neural, hemo, xp.zeros((B, n), dtype=dt),
+                        stream_keys(self.settings.seed, self.streams, xp=xp), sums, 0, xp.zeros(B, dtype=bool))
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds so far (burn-in included)."""
+        return self.state.step * self.settings.dt
+
+    def _choose_fused(self) -> bool:
+        s = self.settings
+        ok = (self.model.name == "rww" and s.backend == "numpy" and s.hemodynamics == "balloon")
+        if s.fused == "always" and not ok:
+            raise ValueError("fused='always' needs model 'rww', backend 'numpy' and hemodynamics 'balloon'")
+        return ok and s.fused != "never"
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, duration: float | None = None) -> SimResult:
+        """Advance by ``duration`` recorded seconds (default ``settings.duration``); the burn-in is
+        run first if it has not been. Returns the BOLD samples of this call only."""
+        s = self.settings
+        duration = s.duration if duration is None else float(duration)
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
+        end = max(self.state.step, s.n_steps(s.burn_in)) + s.n_steps(duration)
+        n_steps = end - self.state.step
+        t0 = time.perf_counter()
+        bold, times = (self._run_fused if self.use_fused else self._run_array)(n_steps)
+        st = self.state
+        bad = ~self.xp.isfinite(bold).all(axis=(1, 2)) if bold.shape[1] else self.xp.zeros(self.batch, bool)
+        for a in st.neural:
+            bad = bad | ~self.xp.isfinite(a).all(axis=1)
+        st.diverged = st.diverged | bad
+        means = {k: v / max(st.n_summed, 1) for k, v in st.sums.items()}
+        return SimResult(bold, times, means, st.diverged.copy(), time.perf_counter() - t0, self.use_fused)
+
+    def _sample_plan(self, n_steps: int):
+        """Which hemodynamic steps in the coming ``n_steps`` produce a BOLD sample, and when."""
+        s = self.settings
+        k_h, k_tr = s.steps_per_bold_step, s.bold_steps_per_tr
+        m_burn = int(math.ceil(s.burn_in / (k_h * s.dt) - 1e-9))
+        m0 = self.state.step // k_h
+        m1 = (self.state.step + n_steps) // k_h
+        ms = np.arange(m0 + 1, m1 + 1)
+        ms = ms[(ms % k_tr == 0) & (ms > m_burn)]
+        return k_h, k_tr, m_burn, ms * (k_h * s.dt)
+
+    def _run_fused(self, n_steps: int):
+        from .fused import RWW_PARAM_ORDER, rww_kernel
+
+        s, st, B, n = self.settings, self.state, self.batch, self.n_regions
+        k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
+        dt_ = self.dtype.type
+        bold = np.zeros((B, len(times), n), dtype=self.dtype)
+        PAR = np.ascontiguousarray(np.stack([self.params[k] for k in RWW_PARAM_ORDER], axis=1))
+        CS = np.ascontiguousarray(self.sc.astype(self.dtype))
+        SE, SI = (np.ascontiguousarray(a) for a in st.neural)
+        hemo = tuple(np.ascontiguousarray(a) for a in st.hemo)
+        sums = {k: np.ascontiguousarray(v) for k, v in st.sums.items()}
+        acc = np.ascontiguousarray(st.acc)
+        coef = s.hemodynamic_model.coefficients(dt_)
+        kernel = rww_kernel(self.dtype)
+        kernel(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
+               np.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h),
+               dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold)
+        n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
+        self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
+                              st.diverged)
+        return bold, times
+
+    def _run_array(self, n_steps: int):
+        s, st, xp, m = self.settings, self.state, self.xp, self.model
+        B, n, p = self.batch, self.n_regions, self.params
+        k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
+        dtp = self.dtype.type
+        dt = dtp(s.dt)
+        amp = p["sigma"] * dtp(math.sqrt(s.dt))
+        CT = xp.asarray(np.transpose(self.sc, (0, 2, 1)), dtype=self.dtype)
+        single = CT.shape[0] == 1
+        CTb = CT[0] if single else CT[xp.asarray(self.subject_index)]
+        hm = s.hemodynamic_model
+        kappa, gam_h, inv_tau, inv_alpha, l1r, inv_rho, V0, k1, k2, k3, one = hm.coefficients(dtp)
+        clips = [sv.clip for sv in m.state_variables]
+        n_pairs = (len(m.noise_variables) + 1) // 2
+        s_burn = m_burn * k_h  # summaries start with the first hemodynamic step after the burn-in
+        x = list(st.neural)
+        hemo, acc = st.hemo, st.acc
+        sums, n_summed = dict(st.sums), st.n_summed
+        out = []
+        for step in range(st.step, st.step + n_steps):
+            coupling = tuple((x[v] @ CTb) if single else xp.matmul(x[v][:, None, :], CTb)[:, 0, :]
+                             for v in m.coupled_variables)
+            with np.errstate(all="ignore"):
+                drift, obs = m.drift_and_observables(tuple(x), p, coupling)
+                xi = []
+                for q in range(n_pairs):
+                    xi.extend(normal_pair(st.keys, step * n_pairs + q, n, dtype=self.dtype))
+                new = [a + dt * d for a, d in zip(x, drift)]
+                for j, v in enumerate(m.noise_variables):
+                    new[v] = new[v] + amp * xi[j]
+                for v, c in enumerate(clips):
+                    if c is not None:
+                        new[v] = xp.clip(new[v], dtp(c[0]), dtp(c[1]))
+            x = new
+            if step + 1 > s_burn:
+                for sv, a in zip(m.state_variables, x):
+                    sums[sv.name] = sums[sv.name] + a
+                for k in m.summary_observables:
+                    sums[k] = sums[k] + obs[k]
+                n_summed += 1
+            if s.hemodynamics == "balloon":
+                acc = acc + x[m.bold_input]
+                if (step + 1) % k_h == 0:
+                    with np.errstate(all="ignore"):
+                        hemo = bw_step(*hemo, acc * dtp(1.0 / k_h), dtp(k_h * s.dt), kappa, gam_h, inv_tau,
+                                       inv_alpha, l1r, inv_rho, one, xp.exp, xp.log)
+                    acc = xp.zeros_like(acc)
+                    mm = (step + 1) // k_h
+                    if mm % k_tr == 0 and mm > m_burn:
+                        with np.errstate(all="ignore"):
+                            out.append(bold_signal(hemo[2], hemo[3], V0, k1, k2, k3, one))
+            elif (step + 1) % k_h == 0:
+                mm = (step + 1) // k_h
+                if mm % k_tr == 0 and mm > m_burn:
+                    out.append(x[m.bold_input].copy())
+        self.state = SimState(st.step + n_steps, tuple(x), hemo, acc, st.keys, sums, n_summed, st.diverged)
+        bold = xp.stack(out, axis=1) if out else xp.zeros((B, 0, n), dtype=self.dtype)
+        return bold, times
+
+
+def _infer_batch(params: Mapping[str, Any], n: int) -> int:
+    sizes = set()
+    for k, v in params.items():
+        a = np.shape(asnumpy(v)) if not np.isscalar(v) else ()
+        if len(a) == 2 and a[0] != 1:
+            sizes.add(a[0])
+        elif len(a) == 1 and a[0] not in (1, n):
+            sizes.add(a[0])
+    if len(sizes) > 1:
+        raise ValueError(f"parameters disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+def simulate(model, sc, params: Mapping[str, Any] | None = None, settings: SimulationSettings | None = None,
+             **kwargs) -> SimResult:
+    """Run a fresh batch for ``settings.burn_in + settings.duration`` seconds; return its BOLD."""
+    return Simulation(model, sc, params, settings, **kwargs).run()

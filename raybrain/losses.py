@@ -1,0 +1,365 @@
+"""Costs that compare simulated BOLD with empirical FC / FCD features.
+
+A loss is called on a batch of simulated BOLD (B, T, N) and a :class:`Target` and returns a
+:class:`LossResult` whose arrays are all finite: an invalid candidate (flagged invalid by the
+caller, non-finite BOLD, a constant region giving a NaN FC, or any NaN in the features) gets the
+loss's ``worst`` total and the worst value of every component, and ``valid=False``. A failed
+simulation is thus a bad but finite cost, never a crash (as in the CBIG code, which uses 10 or 5).
+
+Costs (r is Pearson's correlation over upper triangles, k = 1):
+
+- ``"pfic"`` (Zhang et al. 2024 pFIC; also DELSSOME):
+  ``(1 - r(FC_sim, FC_emp)) + |mean(FC_sim) - mean(FC_emp)| + KS(FCD_sim, FCD_emp)``
+- ``"pmfm"`` (Kong et al. 2021 pMFM):
+  ``(1 - r(arctanh FC_sim, arctanh FC_emp)) + KS(FCD_sim, FCD_emp)``
+- ``"fc_corr"``: ``1 - r(FC_sim, FC_emp)`` alone (no FCD).
+
+The FCD of each candidate is the dominant cost (T = 1200 TRs, W ≈ 1118 windows, N = 80 regions:
+O(W N^2 window) flops and O(W N^2 + W^2) memory). Candidates are therefore processed in slices
+of ``slice_size`` so that peak memory stays bounded by a few slices, never O(B W^2).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raybrain._backend import array_module, asnumpy
+from raybrain import features as F
+
+__all__ = [
+    "Target",
+    "LossResult",
+    "Loss",
+    "PFICLoss",
+    "PMFMLoss",
+    "FCCorrLoss",
+    "LOSSES",
+    "get_loss",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# target
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """Empirical features a simulation is fitted to.
+
+    fc:        (N, N) empirical FC (Pearson), e.g. one subject's or a group average.
+    fcd_dist:  (M,) the empirical FCD distribution (upper triangle of the FCD matrix), stored
+               sorted ascending; None when only FC is fitted.
+    window, step: the FCD sliding-window settings (TRs) the simulated FCD must use too
+               (CBIG: 83 and 1 at TR 0.72 s). Required when ``fcd_dist`` is given.
+
+    Arrays are stored as float64 NumPy arrays (copied to the GPU when a loss runs on CuPy).
+    """
+
+    fc: np.ndarray
+    fcd_dist: np.ndarray | None = None
+    window: int | None = None
+    step: int | None = None
+
+    def __post_init__(self):
+        fc_ = np.asarray(asnumpy(self.fc), dtype=np.float64)
+        if fc_.ndim != 2 or fc_.shape[0] != fc_.shape[1] or fc_.shape[0] < 3:
+            raise ValueError(f"Target.fc must be a square (N, N) matrix with N >= 3, got shape {fc_.shape}")
+        if not np.all(np.isfinite(F.upper(fc_))):
+            raise ValueError("Target.fc has non-finite off-diagonal entries (a constant region in the empirical BOLD?)")
+        object.__setattr__(self, "fc", fc_)
+        if self.fcd_dist is None:
+            return
+        d = np.asarray(asnumpy(self.fcd_dist), dtype=np.float64)
+        if d.ndim != 1 or d.size < 1:
+            raise ValueError(f"Target.fcd_dist must be a non-empty 1-D array, got shape {d.shape}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError("Target.fcd_dist has non-finite entries")
+        object.__setattr__(self, "fcd_dist", np.sort(d))
+        for name in ("window", "step"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"Target.{name} must be an integer number of TRs when fcd_dist is given, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.window < 2:
+            raise ValueError(f"Target.window must be >= 2, got {self.window}")
+        if self.step < 1:
+            raise ValueError(f"Target.step must be >= 1, got {self.step}")
+
+    @property
+    def n_regions(self) -> int:
+        return self.fc.shape[0]
+
+    @property
+    def has_fcd(self) -> bool:
+        return self.fcd_dist is not None
+
+    @classmethod
+    def from_bold(cls, bold, window: int | None = 83, step: int = 1) -> "Target":
+        """Target from one empirical BOLD recording ``bold`` (T, N); ``window=None`` skips the FCD."""
+        b = np.asarray(asnumpy(bold), dtype=np.float64)
+        if b.ndim != 2:
+            raise ValueError(f"bold must have shape (T, N), got {b.shape}")
+        if not np.all(np.isfinite(b)):
+            raise ValueError("bold has non-finite values")
+        fc_ = F.fc(b)
+        if not np.all(np.isfinite(fc_)):
+            const = np.flatnonzero(np.isnan(np.diagonal(fc_)))
+            raise ValueError(f"bold has constant (zero-variance) regions {const.tolist()}: FC undefined")
+        if window is None:
+            return cls(fc=fc_)
+        return cls(fc=fc_, fcd_dist=F.fcd_distribution(b, window, step), window=window, step=step)
+
+    @classmethod
+    def from_features(cls, fc, fcd_dist=None, window: int | None = 83, step: int | None = 1) -> "Target":
+        """Target from precomputed features (e.g. a group FC averaged over subjects, pooled FCDs)."""
+        if fcd_dist is None:
+            return cls(fc=fc)
+        return cls(fc=fc, fcd_dist=fcd_dist, window=window, step=step)
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LossResult:
+    """Per-candidate losses of a batch; every array has shape (B,) and is finite.
+
+    total:      the cost (lower is better); ``worst`` for invalid candidates.
+    components: named parts of the cost (see the loss's ``components``).
+    valid:      False where the candidate was invalid (its values are the worst values).
+    """
+
+    total: object
+    components: dict = field(default_factory=dict)
+    valid: object = None
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.total.shape[0])
+
+    def as_records(self) -> list[dict]:
+        """One dict per candidate: ``{"loss": float, <component>: float, ..., "valid": bool}``."""
+        tot = asnumpy(self.total)
+        comps = {k: asnumpy(v) for k, v in self.components.items()}
+        val = asnumpy(self.valid)
+        out = []
+        for i in range(tot.shape[0]):
+            rec = {"loss": float(tot[i])}
+            for k, v in comps.items():
+                rec[k] = float(v[i])
+            rec["valid"] = bool(val[i])
+            out.append(rec)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------
+
+
+class Loss:
+    """Base class: batch handling, invalid candidates, slicing. Subclasses implement ``_components``.
+
+    Parameters
+    ----------
+    worst: total assigned to invalid candidates (default: the class's ``worst``).
+    slice_size: candidates evaluated at once; None picks the largest slice whose estimated
+        working memory fits in ``memory_budget`` bytes (at least 1).
+    memory_budget: bytes, used when ``slice_size`` is None (default 512 MiB).
+    """
+
+    name: str = "loss"
+    components: tuple[str, ...] = ()
+    #: worst value of each component (given to invalid candidates)
+    component_worst: dict = {}
+    worst: float = 10.0
+    needs_fcd: bool = True
+
+    def __init__(self, worst: float | None = None, slice_size: int | None = None,
+                 memory_budget: int = 512 * 2**20):
+        if worst is not None:
+            if not np.isfinite(worst):
+                raise ValueError(f"worst must be finite, got {worst}")
+            self.worst = float(worst)
+        if slice_size is not None and (isinstance(slice_size, bool) or not isinstance(slice_size, (int, np.integer))
+                                       or slice_size < 1):
+            raise ValueError(f"slice_size must be a positive integer or None, got {slice_size!r}")
+        self.slice_size = slice_size
+        self.memory_budget = int(memory_budget)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(worst={self.worst}, slice_size={self.slice_size})"
+
+    # -- memory ------------------------------------------------------------------------------
+    def _per_candidate_bytes(self, T: int, N: int, target: Target, itemsize: int) -> int:
+        b = 4 * T * N * itemsize + 4 * N * N * itemsize
+        if self.needs_fcd:
+            W = F.n_windows(T, target.window, target.step)
+            M = N * (N - 1) // 2
+            Mf = W * (W - 1) // 2
+            b += itemsize * (3 * W * target.window * N + 3 * W * N * N + 2 * W * M + 3 * W * W)
+            b += 3 * 8 * (Mf + target.fcd_dist.size)  # KS: pooled values, order, cumulative counts
+        return b
+
+    def _slice(self, T: int, N: int, target: Target, itemsize: int) -> int:
+        if self.slice_size is not None:
+            return int(self.slice_size)
+        return max(1, self.memory_budget // max(1, self._per_candidate_bytes(T, N, target, itemsize)))
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd) -> dict:
+        """Components for a slice of valid candidates: sim_fc (b, N, N), sim_fcd (b, M) or None."""
+        raise NotImplementedError
+
+    def _total(self, comps: dict):
+        raise NotImplementedError
+
+    def __call__(self, bold, target: Target, valid=None) -> LossResult:
+        """Loss of each candidate of ``bold`` (B, T, N) against ``target``."""
+        xp = array_module(bold)
+        if not isinstance(target, Target):
+            raise ValueError(f"target must be a raybrain.losses.Target, got {type(target).__name__}")
+        if bold.ndim != 3:
+            raise ValueError(f"bold must have shape (B, T, N), got {tuple(bold.shape)}")
+        B, T, N = bold.shape
+        if N != target.n_regions:
+            raise ValueError(f"bold has N={N} regions but target.fc has {target.n_regions}")
+        if self.needs_fcd:
+            if not target.has_fcd:
+                raise ValueError(f"loss {self.name!r} needs an FCD: target.fcd_dist is None "
+                                 "(build the target with Target.from_bold(..., window=83, step=1))")
+            if target.window > T:
+                raise ValueError(f"bold has T={T} time points, fewer than target.window={target.window}")
+        if valid is None:
+            ok = xp.ones(B, dtype=bool)
+        else:
+            ok = xp.asarray(valid).astype(bool)
+            if ok.shape != (B,):
+                raise ValueError(f"valid must have shape (B,)=({B},), got {tuple(ok.shape)}")
+        ok = ok & xp.all(xp.isfinite(bold), axis=(1, 2))
+
+        comps = {c: xp.full(B, float(self.component_worst[c])) for c in self.components}
+        total = xp.full(B, float(self.worst))
+        idx = np.flatnonzero(asnumpy(ok))
+        if idx.size:
+            emp_fc = xp.asarray(target.fc)
+            emp_fcd = xp.asarray(target.fcd_dist) if (self.needs_fcd and target.has_fcd) else None
+            itemsize = 8 if xp is np else max(4, bold.dtype.itemsize)
+            step = self._slice(T, N, target, itemsize)
+            for s in range(0, idx.size, step):
+                sel = idx[s:s + step]
+                sel_x = sel if xp is np else xp.asarray(sel)
+                b = bold[sel_x]
+                sim_fc = F.fc(b)
+                sim_fcd = F.fcd_distribution(b, target.window, target.step) if self.needs_fcd else None
+                part = self._components(sim_fc, sim_fcd, emp_fc, emp_fcd)
+                for c in self.components:
+                    comps[c][sel_x] = part[c].astype(xp.float64)
+        tot = self._total(comps)
+        good = ok & xp.isfinite(tot)
+        for c in self.components:
+            good &= xp.isfinite(comps[c])
+        total = xp.where(good, tot, float(self.worst))
+        comps = {c: xp.where(good, v, float(self.component_worst[c])) for c, v in comps.items()}
+        return LossResult(total=total, components=comps, valid=good, name=self.name)
+
+
+class PFICLoss(Loss):
+    """pFIC cost (Zhang et al. 2024; DELSSOME)::
+
+        cost = (1 - r(FC_sim, FC_emp)) + |mean(FC_sim) - mean(FC_emp)| + KS(FCD_sim, FCD_emp)
+
+    r and the means over FC upper triangles (k = 1); KS exact two-sample statistic between the
+    FCD distributions. Components: ``fc_corr`` (r), ``fc_corr_cost`` (1 - r), ``fc_mean_diff``,
+    ``fcd_ks``. Invalid candidates get ``worst`` = 10 (the CBIG code uses 10 or 5).
+    """
+
+    name = "pfic"
+    components = ("fc_corr", "fc_corr_cost", "fc_mean_diff", "fcd_ks")
+    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0, "fc_mean_diff": 2.0, "fcd_ks": 1.0}
+    worst = 10.0
+    needs_fcd = True
+
+    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
+        xp = array_module(sim_fc)
+        r = F.corr_upper(sim_fc, emp_fc)
+        return {
+            "fc_corr": r,
+            "fc_corr_cost": 1.0 - r,
+            "fc_mean_diff": xp.abs(F.mean_fc(sim_fc) - F.mean_fc(emp_fc)),
+            "fcd_ks": F.ks_distance(sim_fcd, emp_fcd),
+        }
+
+    def _total(self, c):
+        return c["fc_corr_cost"] + c["fc_mean_diff"] + c["fcd_ks"]
+
+
+def _fisher_z(fc_mat):
+    """arctanh of FC with |FC| clipped below 1 (1 - 1e-7 in float64, 1 - 1e-6 in float32)."""
+    xp = array_module(fc_mat)
+    lim = 1.0 - (1e-7 if fc_mat.dtype == xp.float64 else 1e-6)
+    return xp.arctanh(xp.clip(fc_mat, -lim, lim))
+
+
+class PMFMLoss(Loss):
+    """pMFM cost (Kong et al. 2021)::
+
+        cost = (1 - r(arctanh FC_sim, arctanh FC_emp)) + KS(FCD_sim, FCD_emp)
+
+    FC entries are clipped to |FC| <= 1 - 1e-7 before the Fisher transform. Components:
+    ``fc_corr`` (r of the Fisher-z FCs), ``fc_corr_cost`` (1 - r), ``fcd_ks``. Worst = 10.
+    """
+
+    name = "pmfm"
+    components = ("fc_corr", "fc_corr_cost", "fcd_ks")
+    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0, "fcd_ks": 1.0}
+    worst = 10.0
+    needs_fcd = True
+
+    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
+        r = F.corr_upper(_fisher_z(sim_fc), _fisher_z(emp_fc))
+        return {"fc_corr": r, "fc_corr_cost": 1.0 - r, "fcd_ks": F.ks_distance(sim_fcd, emp_fcd)}
+
+    def _total(self, c):
+        return c["fc_corr_cost"] + c["fcd_ks"]
+
+
+class FCCorrLoss(Loss):
+    """Static-FC cost: ``1 - r(FC_sim, FC_emp)`` over upper triangles (k = 1); no FCD needed.
+
+    Components: ``fc_corr`` (r), ``fc_corr_cost`` (1 - r). Worst = 2 (the largest possible 1 - r).
+    """
+
+    name = "fc_corr"
+    components = ("fc_corr", "fc_corr_cost")
+    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0}
+    worst = 2.0
+    needs_fcd = False
+
+    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
+        r = F.corr_upper(sim_fc, emp_fc)
+        return {"fc_corr": r, "fc_corr_cost": 1.0 - r}
+
+    def _total(self, c):
+        return c["fc_corr_cost"]
+
+
+LOSSES: dict[str, type[Loss]] = {"pfic": PFICLoss, "pmfm": PMFMLoss, "fc_corr": FCCorrLoss}
+
+
+def get_loss(name: str, **kwargs) -> Loss:
+    """Instantiate a registered loss by name (``"pfic"``, ``"pmfm"``, ``"fc_corr"``)."""
+    if isinstance(name, Loss):
+        return name
+    try:
+        cls = LOSSES[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(LOSSES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown loss {name!r} (known: {', '.join(sorted(LOSSES))}){hint}") from None
+    return cls(**kwargs)
