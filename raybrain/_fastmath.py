@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _f32 = np.float32
@@ -106,3 +107,76 @@ def phi64(z):
     if abs(z) < 1e-6:
         return 1.0 + 0.5 * z + z * z / 12.0
     return z / (-np.expm1(-z))
+
+
+_LANE_MATMULS = {}
+
+
+def lane_matmul(lanes: int, rows: int = 4):
+    """An intrinsic ``lane_matmul(C, X, out)``: ``out = C @ X`` for C-contiguous 2-D float arrays
+    ``C`` ``(N, N)`` and ``X``, ``out`` ``(N, lanes)`` of the same float type.
+
+    This is the network input of a tile of ``lanes`` batch elements that share a connectome (one
+    element per column), register-blocked by hand because LLVM neither vectorises nor
+    register-allocates the triple loop written in numba: ``rows`` rows of ``out`` are kept in
+    ``<lanes x float>`` registers while ``j`` runs, each ``C_ij`` is loaded once, broadcast and used
+    in one vector FMA, and each row ``X_j`` is loaded once per ``rows`` rows. The sum over ``j`` runs
+    in increasing order with fused multiply–adds.
+    """
+    key = (int(lanes), int(rows))
+    if key in _LANE_MATMULS:
+        return _LANE_MATMULS[key]
+    BT, R = key
+
+    @intrinsic
+    def _lane_matmul(typingctx, C, X, out):
+        for a in (C, X, out):
+            if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+                    and a.dtype in (types.float32, types.float64) and a.dtype == C.dtype):
+                return None
+
+        def codegen(context, builder, sig, args):
+            ft = context.get_value_type(sig.args[0].dtype)
+            vt = ir.VectorType(ft, BT)
+            vptr = vt.as_pointer()
+            ca, xa, oa = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args, args)]
+            n = builder.extract_value(ca.shape, 0)
+            it = n.type
+
+            def K(v):
+                return ir.Constant(it, v)
+
+            zero = ir.Constant(vt, None)
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), BT), [0] * BT)
+            suffix = "f32" if isinstance(ft, ir.FloatType) else "f64"
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                 f"llvm.fma.v{BT}{suffix}")
+
+            def block(i0, nrows):
+                accs = [cgutils.alloca_once(builder, vt) for _ in range(nrows)]  # promoted to registers
+                for a in accs:
+                    builder.store(zero, a)
+                rowp = [builder.gep(ca.data, [builder.mul(builder.add(i0, K(r)), n)]) for r in range(nrows)]
+                with cgutils.for_range(builder, n) as loop:
+                    j = loop.index
+                    xv = builder.load(builder.bitcast(builder.gep(xa.data, [builder.mul(j, K(BT))]), vptr), align=4)
+                    for r in range(nrows):
+                        cij = builder.load(builder.gep(rowp[r], [j]))
+                        bc = builder.shuffle_vector(builder.insert_element(zero, cij, ir.Constant(ir.IntType(32), 0)),
+                                                    zero, mask)
+                        builder.store(builder.call(fma, [bc, xv, builder.load(accs[r])]), accs[r])
+                for r in range(nrows):
+                    p = builder.gep(oa.data, [builder.mul(builder.add(i0, K(r)), K(BT))])
+                    builder.store(builder.load(accs[r]), builder.bitcast(p, vptr), align=4)
+
+            nfull = builder.sub(n, builder.srem(n, K(R)))
+            with cgutils.for_range_slice(builder, K(0), nfull, K(R)) as (i0, _):
+                block(i0, R)
+            with cgutils.for_range_slice(builder, nfull, n, K(1)) as (i0, _):
+                block(i0, 1)
+            return context.get_dummy_value()
+
+        return types.none(C, X, out), codegen
+
+    _LANE_MATMULS[key] = _lane_matmul
+    return _lane_matmul

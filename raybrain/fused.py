@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._fastmath import exp32, log32, phi32, phi64, sincos_turns32
+import numba
+
+from ._fastmath import exp32, lane_matmul, log32, phi32, phi64, sincos_turns32
 from . import hemodynamics, random
 from .models import rww
 from .random import GOLDEN
@@ -179,7 +181,213 @@ def _make_rww_kernel(phi, exp, log, normals, fastmath):
     return kernel
 
 
+def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
+    """The fused loop over tiles of ``BT`` batch elements sharing a connectome.
+
+    State is held lane-major, ``x[i * BT + l]`` for region ``i`` and lane ``l``, so the network
+    input of the whole tile is one register-blocked product ``C @ X`` (``X`` of shape ``(N, BT)``)
+    in which every ``C_ij`` is loaded once for ``BT`` batch elements, and the element-wise loops
+    run over ``N * BT`` contiguous values. Lanes are padded with copies of a real element (their
+    results are dropped); each lane draws its own counter-based noise from its own key, so a
+    result depends neither on the tiling nor on the position in the batch.
+    """
+    matmul = lane_matmul(BT, R)
+
+    @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
+    def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src, tile_real, PAR,
+               keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
+        B, N = SE.shape
+        NP = PAR.shape[1]
+        M = N * BT
+        kappa, gam_h, inv_tau, inv_alpha, l1r, inv_rho, V0, k1, k2, k3, one = coef
+        zero = one - one
+        sqdt = np.sqrt(dt)
+        ft = SE.dtype
+        for t in prange(tile_src.shape[0]):
+            src = tile_src[t]
+            real = tile_real[t]
+            C = CS[tile_subj[t]]
+            key = np.empty(BT, dtype=np.uint64)
+            se = np.empty(M, dtype=ft)
+            si = np.empty(M, dtype=ft)
+            s_ = np.empty(M, dtype=ft)
+            f_ = np.empty(M, dtype=ft)
+            v_ = np.empty(M, dtype=ft)
+            q_ = np.empty(M, dtype=ft)
+            ac = np.empty(M, dtype=ft)
+            sr = np.empty(M, dtype=np.float64)
+            sse = np.empty(M, dtype=np.float64)
+            ssi = np.empty(M, dtype=np.float64)
+            P = np.empty((NP, M), dtype=ft)
+            for l in range(BT):
+                b = src[l]
+                key[l] = keys[b]
+                for i in range(N):
+                    k = i * BT + l
+                    se[k] = SE[b, i]
+                    si[k] = SI[b, i]
+                    s_[k] = hs[b, i]
+                    f_[k] = hf[b, i]
+                    v_[k] = hv[b, i]
+                    q_[k] = hq[b, i]
+                    ac[k] = acc[b, i]
+                    sr[k] = sum_rE[b, i]
+                    sse[k] = sum_SE[b, i]
+                    ssi[k] = sum_SI[b, i]
+                    for p in range(NP):
+                        P[p, k] = PAR[b, p, i]
+            c = np.empty(M, dtype=ft)
+            nE = np.empty(M, dtype=ft)
+            nI = np.empty(M, dtype=ft)
+            rb = np.empty(M, dtype=ft)
+            blk_r = np.zeros(M, dtype=ft)  # block sums, flushed into the float64 sums once per
+            blk_e = np.zeros(M, dtype=ft)  # hemodynamic step (a conditional float64 accumulate
+            blk_i = np.zeros(M, dtype=ft)  # in the step loop blocks vectorisation)
+            amp = P[1] * sqdt
+            X = se.reshape((N, BT))
+            CX = c.reshape((N, BT))
+            o = 0
+            for t_ in range(n_steps):
+                step = step0 + t_
+                matmul(C, X, CX)  # c_i = sum_j C_ij S_E,j for every lane
+                # LLVM gives up vectorising a loop that touches too many arrays, so the step
+                # is split into short loops: noise, update, running sums
+                base = np.uint64(step * N)
+                for i in range(N):
+                    ctr = (base + np.uint64(i)) * GOLDEN
+                    for l in range(BT):
+                        xi_E, xi_I = normals(fmix64(ctr ^ key[l]))
+                        nE[i * BT + l] = xi_E
+                        nI[i * BT + l] = xi_I
+                for k in range(M):
+                    _, _, rE, rI = currents_and_rates(
+                        se[k], si[k], c[k], P[0, k], P[2, k], P[3, k], P[4, k], P[5, k], P[6, k], P[7, k],
+                        P[8, k], P[9, k], P[10, k], P[11, k], P[12, k], P[13, k], P[14, k], phi)
+                    dE, dI = gating_drift(se[k], si[k], rE, rI, P[15, k], P[16, k], P[17, k])
+                    x = se[k] + dt * dE + amp[k] * nE[k]
+                    y = si[k] + dt * dI + amp[k] * nI[k]
+                    se[k] = min(max(x, zero), one)
+                    si[k] = min(max(y, zero), one)
+                    rb[k] = rE
+                for k in range(M):
+                    ac[k] += se[k]
+                    blk_r[k] += rb[k]
+                    blk_e[k] += se[k]
+                    blk_i[k] += si[k]
+                block_end = (step + 1) % k_h == 0
+                if block_end or t_ == n_steps - 1:
+                    if step // k_h + 1 > m_burn:  # the whole block lies after the burn-in
+                        for k in range(M):
+                            sr[k] += blk_r[k]
+                            sse[k] += blk_e[k]
+                            ssi[k] += blk_i[k]
+                    blk_r[:] = zero
+                    blk_e[:] = zero
+                    blk_i[:] = zero
+                if bold_on and block_end:
+                    m = (step + 1) // k_h
+                    for k in range(M):
+                        s_[k], f_[k], v_[k], q_[k] = bw_step(
+                            s_[k], f_[k], v_[k], q_[k], ac[k] * inv_kh, dt_h, kappa, gam_h, inv_tau,
+                            inv_alpha, l1r, inv_rho, one, exp, log)
+                        ac[k] = zero
+                    if m % k_tr == 0 and m > m_burn:
+                        for l in range(BT):
+                            if real[l]:
+                                b = src[l]
+                                for i in range(N):
+                                    k = i * BT + l
+                                    bold_out[b, o, i] = bold_signal(v_[k], q_[k], V0, k1, k2, k3, one)
+                        o += 1
+            for l in range(BT):
+                if real[l]:
+                    b = src[l]
+                    for i in range(N):
+                        k = i * BT + l
+                        SE[b, i] = se[k]
+                        SI[b, i] = si[k]
+                        hs[b, i] = s_[k]
+                        hf[b, i] = f_[k]
+                        hv[b, i] = v_[k]
+                        hq[b, i] = q_[k]
+                        acc[b, i] = ac[k]
+                        sum_rE[b, i] = sr[k]
+                        sum_SE[b, i] = sse[k]
+                        sum_SI[b, i] = ssi[k]
+
+    return kernel
+
+
+def make_tiles(subject_index, lanes: int):
+    """Group the batch into tiles of ``lanes`` elements with one connectome each.
+
+    Returns ``(tile_subj (T,), tile_src (T, lanes), tile_real (T, lanes))``: the connectome of each
+    tile, the batch element in each lane (padding lanes repeat the tile's last element) and
+    whether a lane is real (its results are written back).
+    """
+    subject_index = np.asarray(subject_index, dtype=np.int64)
+    subj, src, real = [], [], []
+    for s in np.unique(subject_index):
+        idx = np.flatnonzero(subject_index == s)
+        for a in range(0, len(idx), lanes):
+            chunk = idx[a:a + lanes]
+            subj.append(s)
+            src.append(np.concatenate([chunk, np.repeat(chunk[-1:], lanes - len(chunk))]))
+            real.append(np.arange(lanes) < len(chunk))
+    return (np.asarray(subj, dtype=np.int64), np.asarray(src, dtype=np.int64).reshape(-1, lanes),
+            np.asarray(real, dtype=np.bool_).reshape(-1, lanes))
+
+
 _KERNELS = {}
+
+
+def tiled_rww_kernel(dtype, lanes: int):
+    """The compiled lane-tiled fused rWW kernel for ``dtype`` and ``lanes`` batch elements per tile."""
+    key = (np.dtype(dtype).name, int(lanes))
+    if key not in _KERNELS:
+        if key[0] == "float32":
+            _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 16 else 8, phi32, exp32, log32,
+                                                   _normals32, True)
+        elif key[0] == "float64":
+            _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 8 else 8, phi64, _exp64, _log64,
+                                                   _normals64, False)
+        else:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return _KERNELS[key]
+
+
+def choose_lanes(dtype, batch: int, subject_index=None) -> int:
+    """Lanes per tile: 0 (the single-element kernel) for tiny batches, else the widest tile
+    that still gives every thread a tile."""
+    if batch < MIN_TILED_BATCH:
+        return 0
+    widths = (16, 8) if np.dtype(dtype) == np.float32 else (8, 4)
+    threads = numba.get_num_threads()
+    for w in widths:
+        if make_tiles(subject_index if subject_index is not None else np.zeros(batch, np.int64),
+                      w)[0].shape[0] >= threads:
+            return w
+    return widths[-1]
+
+
+MIN_TILED_BATCH = 2
+
+
+def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps,
+            dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=None):
+    """Run the fused loop in place on the state arrays (``(B, N)`` each) and fill ``bold_out``
+    ``(B, T, N)``; picks the tiled kernel (``lanes`` per tile) or the single-element one."""
+    dtype = SE.dtype
+    if lanes is None:
+        lanes = choose_lanes(dtype, SE.shape[0], subject_index)
+    if lanes == 0:
+        rww_kernel(dtype)(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
+                          step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)
+        return
+    tile_subj, tile_src, tile_real = make_tiles(subject_index, lanes)
+    tiled_rww_kernel(dtype, lanes)(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src,
+                                   tile_real, PAR, keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn,
+                                   coef, bold_on, bold_out)
 
 
 def rww_kernel(dtype):

@@ -286,7 +286,7 @@ class Simulation:
         return k_h, k_tr, m_burn, ms * (k_h * s.dt)
 
     def _run_fused(self, n_steps: int):
-        from .fused import RWW_PARAM_ORDER, rww_kernel
+        from .fused import RWW_PARAM_ORDER, run_rww
 
         s, st, B, n = self.settings, self.state, self.batch, self.n_regions
         k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
@@ -299,10 +299,9 @@ class Simulation:
         sums = {k: np.ascontiguousarray(v) for k, v in st.sums.items()}
         acc = np.ascontiguousarray(st.acc)
         coef = s.hemodynamic_model.coefficients(dt_)
-        kernel = rww_kernel(self.dtype)
-        kernel(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
-               np.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h),
-               dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold)
+        run_rww(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
+                np.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h),
+                dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold)
         n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
         self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
                               st.diverged)
