@@ -314,9 +314,11 @@ class Simulation:
         dtp = self.dtype.type
         dt = dtp(s.dt)
         amp = p["sigma"] * dtp(math.sqrt(s.dt))
-        CT = xp.asarray(np.transpose(self.sc, (0, 2, 1)), dtype=self.dtype)
-        single = CT.shape[0] == 1
-        CTb = CT[0] if single else CT[xp.asarray(self.subject_index)]
+        C = xp.asarray(self.sc, dtype=self.dtype)
+        single = C.shape[0] == 1
+        Cb = C[0] if single else C[xp.asarray(self.subject_index)]
+        # einsum's own loops, not BLAS: a row's sum then does not depend on the batch size
+        spec = "bj,ij->bi" if single else "bj,bij->bi"
         hm = s.hemodynamic_model
         kappa, gam_h, inv_tau, inv_alpha, l1r, inv_rho, V0, k1, k2, k3, one = hm.coefficients(dtp)
         clips = [sv.clip for sv in m.state_variables]
@@ -327,8 +329,7 @@ class Simulation:
         sums, n_summed = dict(st.sums), st.n_summed
         out = []
         for step in range(st.step, st.step + n_steps):
-            coupling = tuple((x[v] @ CTb) if single else xp.matmul(x[v][:, None, :], CTb)[:, 0, :]
-                             for v in m.coupled_variables)
+            coupling = tuple(xp.einsum(spec, x[v], Cb) for v in m.coupled_variables)
             with np.errstate(all="ignore"):
                 drift, obs = m.drift_and_observables(tuple(x), p, coupling)
                 xi = []

@@ -14,8 +14,9 @@ Three families (science: Kong 2021 pMFM, Zhang 2024 pFIC, DELSSOME, TVB-Optim):
 * :class:`Regional` — one value per region for one parameter (N parameters), plus globals.
 
 Every parametrisation has named parameters (``names``) with bounds (``bounds``, shape (P, 2));
-the names are the dataframe columns and the config keys. Values that fall outside a model
-parameter's admissible range are clipped to it (e.g. a map combination giving a negative sigma).
+the names are the dataframe columns and the config keys. The search keeps each named parameter
+inside its bounds; only :class:`Maps` clips the *regional values* it derives to the model
+parameter's admissible range (a map combination could otherwise give e.g. a negative sigma).
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ class Global(Parametrisation):
         t = self.check(theta)
         out = {k: np.full(t.shape[0], v, dtype=np.float64) for k, v in self.fixed.items()}
         for j, n in enumerate(self.names):
-            out[n] = self._clip(self.model, n, t[:, j])
+            out[n] = t[:, j].copy()
         return out
 
 
@@ -206,7 +207,7 @@ class Maps(Parametrisation):
             out[p] = self._clip(self.model, p, c[:, :1] + c[:, 1:2] * self.maps[0] + c[:, 2:3] * self.maps[1])
             j += 3
         for g in self.globals_:
-            out[g] = self._clip(self.model, g, t[:, j])
+            out[g] = t[:, j].copy()
             j += 1
         return out
 
@@ -235,9 +236,9 @@ class Regional(Parametrisation):
     def to_model_params(self, theta):
         t = self.check(theta)
         n = self.n_regions
-        out = {self.parameter: self._clip(self.model, self.parameter, t[:, :n])}
+        out = {self.parameter: t[:, :n].copy()}
         for k, g in enumerate(self.globals_):
-            out[g] = self._clip(self.model, g, t[:, n + k])
+            out[g] = t[:, n + k].copy()
         return out
 
 

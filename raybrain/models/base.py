@@ -38,8 +38,9 @@ class StateVariable:
 class Model:
     """Base class: subclasses fill the class attributes and implement :meth:`drift`.
 
-    Conventions: time in seconds, the drift returns d(state)/dt in 1/s; ``coupling`` is the
-    network input ``sum_j C_ij x_j`` of the coupled variable (before the global coupling G).
+    Conventions: time in seconds, the drift returns d(state)/dt in 1/s; ``coupling`` is a tuple
+    with one network input ``sum_j C_ij x_j`` (before the global coupling G) per entry of
+    ``coupled_variables``.
     """
 
     name: str = ""
