@@ -113,8 +113,7 @@ def _cmd_simulate(args) -> int:
         raise ValueError("--param w_IE is set by the analytic FIC; add --no-fic to set it yourself")
     names = tuple(values) or ("G",)
     settings = SimulationSettings(duration=args.duration, burn_in=args.burn_in, dt=args.dt, seed=args.seed,
-                                  dtype=args.dtype, tr=subject.tr,
-                                  hemodynamics=getattr(model, "default_hemodynamics", "balloon"))
+                                  dtype=args.dtype, tr=subject.tr)
     par = Global(model, names=names, bounds_override={k: (-np.inf, np.inf) for k in names})
     theta = np.array([[values.get(n, model.parameter(n).default) for n in names]])
     obj = Objective(subject, model, par, args.loss, settings, window=args.window, sc_max=args.sc_max)

@@ -181,7 +181,7 @@ def _make_rww_kernel(phi, exp, log, normals, fastmath):
     return kernel
 
 
-def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
+def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath, uniform):
     """The fused loop over tiles of ``BT`` batch elements sharing a connectome.
 
     State is held lane-major, ``x[i * BT + l]`` for region ``i`` and lane ``l``, so the network
@@ -190,12 +190,17 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
     run over ``N * BT`` contiguous values. Lanes are padded with copies of a real element (their
     results are dropped); each lane draws its own counter-based noise from its own key, so a
     result depends neither on the tiling nor on the position in the batch.
+
+    ``uniform`` (one bool per row of ``PAR``) marks the parameters that hold one value for the
+    whole batch: the loop takes those as scalars (``PS``), which saves their loads and lets the
+    compiler hoist divisions by them; the others are read per value.
     """
     matmul = lane_matmul(BT, R)
+    (U0, U1, U2, U3, U4, U5, U6, U7, U8, U9, U10, U11, U12, U13, U14, U15, U16, U17) = uniform
 
     @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
     def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src, tile_real, PAR,
-               keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
+               PS, keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
         B, N = SE.shape
         NP = PAR.shape[1]
         M = N * BT
@@ -207,7 +212,8 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
             src = tile_src[t]
             real = tile_real[t]
             C = CS[tile_subj[t]]
-            key = np.empty(BT, dtype=np.uint64)
+            key = np.empty(M, dtype=np.uint64)  # the noise key of each lane, per value
+            ctr = np.empty(M, dtype=np.uint64)  # and the counter offset i * GOLDEN
             se = np.empty(M, dtype=ft)
             si = np.empty(M, dtype=ft)
             s_ = np.empty(M, dtype=ft)
@@ -221,9 +227,10 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
             P = np.empty((NP, M), dtype=ft)
             for l in range(BT):
                 b = src[l]
-                key[l] = keys[b]
                 for i in range(N):
                     k = i * BT + l
+                    key[k] = keys[b]
+                    ctr[k] = np.uint64(i) * GOLDEN
                     se[k] = SE[b, i]
                     si[k] = SI[b, i]
                     s_[k] = hs[b, i]
@@ -244,6 +251,10 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
             blk_e = np.zeros(M, dtype=ft)  # hemodynamic step (a conditional float64 accumulate
             blk_i = np.zeros(M, dtype=ft)  # in the step loop blocks vectorisation)
             amp = P[1] * sqdt
+            (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17) = (
+                PS[0], PS[1], PS[2], PS[3], PS[4], PS[5], PS[6], PS[7], PS[8], PS[9], PS[10], PS[11], PS[12],
+                PS[13], PS[14], PS[15], PS[16], PS[17])
+            amp_s = s1 * sqdt
             X = se.reshape((N, BT))
             CX = c.reshape((N, BT))
             o = 0
@@ -252,20 +263,23 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath):
                 matmul(C, X, CX)  # c_i = sum_j C_ij S_E,j for every lane
                 # LLVM gives up vectorising a loop that touches too many arrays, so the step
                 # is split into short loops: noise, update, running sums
-                base = np.uint64(step * N)
-                for i in range(N):
-                    ctr = (base + np.uint64(i)) * GOLDEN
-                    for l in range(BT):
-                        xi_E, xi_I = normals(fmix64(ctr ^ key[l]))
-                        nE[i * BT + l] = xi_E
-                        nI[i * BT + l] = xi_I
+                base = np.uint64(step * N) * GOLDEN
+                for k in range(M):
+                    xi_E, xi_I = normals(fmix64((base + ctr[k]) ^ key[k]))
+                    nE[k] = xi_E
+                    nI[k] = xi_I
                 for k in range(M):
                     _, _, rE, rI = currents_and_rates(
-                        se[k], si[k], c[k], P[0, k], P[2, k], P[3, k], P[4, k], P[5, k], P[6, k], P[7, k],
-                        P[8, k], P[9, k], P[10, k], P[11, k], P[12, k], P[13, k], P[14, k], phi)
-                    dE, dI = gating_drift(se[k], si[k], rE, rI, P[15, k], P[16, k], P[17, k])
-                    x = se[k] + dt * dE + amp[k] * nE[k]
-                    y = si[k] + dt * dI + amp[k] * nI[k]
+                        se[k], si[k], c[k], s0 if U0 else P[0, k], s2 if U2 else P[2, k],
+                        s3 if U3 else P[3, k], s4 if U4 else P[4, k], s5 if U5 else P[5, k],
+                        s6 if U6 else P[6, k], s7 if U7 else P[7, k], s8 if U8 else P[8, k],
+                        s9 if U9 else P[9, k], s10 if U10 else P[10, k], s11 if U11 else P[11, k],
+                        s12 if U12 else P[12, k], s13 if U13 else P[13, k], s14 if U14 else P[14, k], phi)
+                    dE, dI = gating_drift(se[k], si[k], rE, rI, s15 if U15 else P[15, k], s16 if U16 else P[16, k],
+                                          s17 if U17 else P[17, k])
+                    a = amp_s if U1 else amp[k]
+                    x = se[k] + dt * dE + a * nE[k]
+                    y = si[k] + dt * dI + a * nI[k]
                     se[k] = min(max(x, zero), one)
                     si[k] = min(max(y, zero), one)
                     rb[k] = rE
@@ -341,16 +355,17 @@ def make_tiles(subject_index, lanes: int):
 _KERNELS = {}
 
 
-def tiled_rww_kernel(dtype, lanes: int):
-    """The compiled lane-tiled fused rWW kernel for ``dtype`` and ``lanes`` batch elements per tile."""
-    key = (np.dtype(dtype).name, int(lanes))
+def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER)):
+    """The compiled lane-tiled fused rWW kernel for ``dtype``, ``lanes`` batch elements per tile and
+    the pattern ``uniform`` of batch-wide parameters (one compilation per pattern)."""
+    key = (np.dtype(dtype).name, int(lanes), tuple(bool(u) for u in uniform))
     if key not in _KERNELS:
         if key[0] == "float32":
             _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 16 else 8, phi32, exp32, log32,
-                                                   _normals32, True)
+                                                   _normals32, True, key[2])
         elif key[0] == "float64":
             _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 8 else 8, phi64, _exp64, _log64,
-                                                   _normals64, False)
+                                                   _normals64, False, key[2])
         else:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     return _KERNELS[key]
@@ -385,9 +400,11 @@ def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_ind
                           step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)
         return
     tile_subj, tile_src, tile_real = make_tiles(subject_index, lanes)
-    tiled_rww_kernel(dtype, lanes)(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src,
-                                   tile_real, PAR, keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn,
-                                   coef, bold_on, bold_out)
+    PS = np.ascontiguousarray(PAR[0, :, 0])
+    uniform = tuple(bool(np.all(PAR[:, q, :] == PS[q])) for q in range(PAR.shape[1]))
+    kernel = tiled_rww_kernel(dtype, lanes, uniform)
+    kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src, tile_real, PAR, PS, keys,
+           step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)
 
 
 def rww_kernel(dtype):

@@ -52,7 +52,7 @@ class SimulationSettings:
     dt: float = 1e-4
     burn_in: float = 0.0
     tr: float = 0.72
-    hemodynamics: str = "balloon"  # or "none": sample the BOLD-input variable directly
+    hemodynamics: str | None = None  # "balloon", "none" (sample the input variable), None: the model's default
     bw_convention: str = "rates"
     bw_constants: str = "friston2003"
     bold_dt: float = 1e-3
@@ -69,7 +69,7 @@ class SimulationSettings:
                 raise ValueError(f"simulation setting {name!r} must be a positive number of seconds, got {v!r}")
         if not (math.isfinite(self.burn_in) and self.burn_in >= 0):
             raise ValueError(f"simulation setting 'burn_in' must be >= 0 seconds, got {self.burn_in!r}")
-        if self.hemodynamics not in ("balloon", "none"):
+        if self.hemodynamics not in (None, "balloon", "none"):
             raise ValueError(f"simulation setting 'hemodynamics' must be 'balloon' or 'none', got {self.hemodynamics!r}")
         if self.noise not in NOISE_MODES:
             raise ValueError(f"simulation setting 'noise' must be one of {NOISE_MODES}, got {self.noise!r}")
@@ -126,9 +126,12 @@ class SimState:
     diverged: Any
 
     def to_numpy(self) -> "SimState":
-        return SimState(self.step, tuple(asnumpy(a) for a in self.neural), tuple(asnumpy(a) for a in self.hemo),
-                        asnumpy(self.acc), asnumpy(self.keys), {k: asnumpy(v) for k, v in self.sums.items()},
-                        self.n_summed, asnumpy(self.diverged))
+        """A host copy (never a view: the fused path updates its arrays in place)."""
+        def c(a):
+            return np.array(asnumpy(a), copy=True)
+        return SimState(self.step, tuple(c(a) for a in self.neural), tuple(c(a) for a in self.hemo),
+                        c(self.acc), c(self.keys), {k: c(v) for k, v in self.sums.items()},
+                        self.n_summed, c(self.diverged))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """A flat dict of NumPy arrays (for ``np.savez`` checkpoints)."""
@@ -189,6 +192,9 @@ class Simulation:
                  subject_index=None, streams=None, state: SimState | None = None):
         self.model: Model = get_model(model)
         self.settings = settings or SimulationSettings()
+        if self.settings.hemodynamics is None:
+            self.settings = self.settings.replace(
+                hemodynamics=getattr(self.model, "default_hemodynamics", "balloon"))
         xp = self.xp = get_xp(self.settings.backend)
         self.dtype = np.dtype(self.settings.dtype)
         sc = np.asarray(asnumpy(sc), dtype=np.float64)
@@ -215,6 +221,9 @@ class Simulation:
         shaped = {}
         for k, v in full.items():
             a = broadcast_param(k, v, B, n, xp=np)
+            if a.shape[1] != 1 and not self.model.parameter(k).regional:
+                raise ValueError(f"parameter {k!r} is global (one value per parameter set), got per-region values "
+                                 f"of shape {np.shape(v)}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"parameter {k!r} contains non-finite values")
             shaped[k] = a
@@ -229,6 +238,15 @@ class Simulation:
         if streams.shape != (B,):
             raise ValueError(f"streams must have shape ({B},), got {streams.shape}")
         self.streams = streams
+        if state is not None:  # own copy, on this backend, in this precision
+            state = SimState.from_arrays(state.to_arrays())
+            state.neural = tuple(xp.asarray(a, dtype=self.dtype) for a in state.neural)
+            state.hemo = tuple(xp.asarray(a, dtype=self.dtype) for a in state.hemo)
+            state.acc = xp.asarray(state.acc, dtype=self.dtype)
+            state.keys, state.diverged = xp.asarray(state.keys), xp.asarray(state.diverged)
+            state.sums = {k: xp.asarray(v) for k, v in state.sums.items()}
+            if state.neural[0].shape != (B, n):
+                raise ValueError(f"state has shape {state.neural[0].shape}, expected ({B}, {n})")
         self.state = state if state is not None else self.initial_state()
         self.use_fused = self._choose_fused()
 
@@ -369,16 +387,15 @@ class Simulation:
 
 
 def _infer_batch(params: Mapping[str, Any], n: int) -> int:
-    sizes = set()
+    sizes: dict[int, list[str]] = {}
     for k, v in params.items():
         a = np.shape(asnumpy(v)) if not np.isscalar(v) else ()
-        if len(a) == 2 and a[0] != 1:
-            sizes.add(a[0])
-        elif len(a) == 1 and a[0] not in (1, n):
-            sizes.add(a[0])
+        if (len(a) == 2 and a[0] != 1) or (len(a) == 1 and a[0] not in (1, n)):
+            sizes.setdefault(a[0], []).append(k)
     if len(sizes) > 1:
-        raise ValueError(f"parameters disagree on the batch size: {sorted(sizes)}")
-    return sizes.pop() if sizes else 1
+        detail = "; ".join(f"B={b} from {', '.join(map(repr, ks))}" for b, ks in sorted(sizes.items()))
+        raise ValueError(f"parameters disagree on the batch size: {detail}")
+    return next(iter(sizes)) if sizes else 1
 
 
 def simulate(model, sc, params: Mapping[str, Any] | None = None, settings: SimulationSettings | None = None,

@@ -148,7 +148,7 @@ def test_fic_fixed_point_is_reached_in_simulation(sc_hcp):
     B = len(G)
     I_Es, r_Es, S_Es, _, _ = fic_fixed_point(1.0)
     S_Is = np.array([fic_fixed_point(w)[4] for w in w_EI])
-    settings = SimulationSettings(duration=1.5, dt=1e-4, tr=0.5, dtype="float64", hemodynamics="none",
+    settings = SimulationSettings(duration=2.0, dt=1e-4, tr=0.5, dtype="float64", hemodynamics="none",
                                   fused="never")
     sim = Simulation("rww", sc_hcp, dict(G=G, w_EE=w_EE, w_EI=w_EI, sigma=0.0), settings)
     # independent w_IE (Demirtas 2019 closed form)
@@ -164,7 +164,7 @@ def test_fic_fixed_point_is_reached_in_simulation(sc_hcp):
     obs = sim.model.observables((SE, SI), sim.params, (SE @ sc_hcp.T,))
     np.testing.assert_allclose(obs["I_E"], I_Es, atol=1e-6)
     np.testing.assert_allclose(obs["I_E"], 0.3772260, atol=1e-6)
-    np.testing.assert_allclose(obs["r_E"], r_Es, rtol=1e-5)
+    np.testing.assert_allclose(obs["r_E"], r_Es, rtol=1e-4)  # dH_E/dI ≈ 300 Hz/nA
     np.testing.assert_allclose(SE, S_Es, rtol=1e-5)
     np.testing.assert_allclose(SI, np.broadcast_to(S_Is[:, None], (B, N)), rtol=1e-5)
     # time-averaged rate over the whole (transient included) run is already close to 3.06 Hz
@@ -234,8 +234,6 @@ def test_unknown_parameter_suggests():
         get_model("rwww")
 
 
-@pytest.mark.xfail(reason="raybrain bug: difflib suggestion is case-sensitive, 'w_ee' gets no 'did you mean'",
-                   strict=True)
 def test_unknown_parameter_suggests_case_insensitive():
     with pytest.raises(ValueError, match=r"did you mean 'w_EE'"):
         get_model("rww").params(w_ee=1.0)

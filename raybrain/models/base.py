@@ -96,8 +96,10 @@ class Model:
 
 
 def _did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (choose from {', '.join(map(str, choices))})"
+    choices = [str(c) for c in choices]
+    lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else f" (choose from {', '.join(choices)})"
 
 
 def broadcast_param(name: str, value, batch: int, n: int, xp=np, dtype=np.float64):
