@@ -47,21 +47,44 @@ def _log64(x):
 
 
 @njit(fastmath=True, error_model="numpy", inline="always")
-def _normals32(z):
-    u1 = (np.float32(z >> _S32) + np.float32(0.5)) * np.float32(2.0 ** -32)
-    u2 = np.float32(z & _LO32) * np.float32(2.0 ** -32)
+def _halves32(z):
+    """The high and low 32 bits of the hash ``z`` as float32 (exact up to float32 rounding)."""
+    return np.float32(z >> _S32), np.float32(z & _LO32)
+
+
+@njit(fastmath=True, error_model="numpy", inline="always")
+def _box_muller32(hi, lo):
+    u1 = (hi + np.float32(0.5)) * np.float32(2.0 ** -32)
+    u2 = lo * np.float32(2.0 ** -32)
     r = np.sqrt(np.float32(-2.0) * log32(u1))
     s, c = sincos_turns32(u2)
     return r * c, r * s
 
 
+@njit(fastmath=True, error_model="numpy", inline="always")
+def _normals32(z):
+    hi, lo = _halves32(z)
+    return _box_muller32(hi, lo)
+
+
 @njit(error_model="numpy", inline="always")
-def _normals64(z):
-    u1 = (np.float64(z >> _S32) + 0.5) * 2.0 ** -32
-    u2 = np.float64(z & _LO32) * 2.0 ** -32
+def _halves64(z):
+    return np.float64(z >> _S32), np.float64(z & _LO32)
+
+
+@njit(error_model="numpy", inline="always")
+def _box_muller64(hi, lo):
+    u1 = (hi + 0.5) * 2.0 ** -32
+    u2 = lo * 2.0 ** -32
     r = np.sqrt(-2.0 * np.log(u1))
     a = 2.0 * np.pi * u2
     return r * np.cos(a), r * np.sin(a)
+
+
+@njit(error_model="numpy", inline="always")
+def _normals64(z):
+    hi, lo = _halves64(z)
+    return _box_muller64(hi, lo)
 
 
 def _make_rww_kernel(phi, exp, log, normals, fastmath):
@@ -181,7 +204,7 @@ def _make_rww_kernel(phi, exp, log, normals, fastmath):
     return kernel
 
 
-def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath, uniform):
+def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, uniform):
     """The fused loop over tiles of ``BT`` batch elements sharing a connectome.
 
     State is held lane-major, ``x[i * BT + l]`` for region ``i`` and lane ``l``, so the network
@@ -246,7 +269,6 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath, uniform):
             c = np.empty(M, dtype=ft)
             nE = np.empty(M, dtype=ft)
             nI = np.empty(M, dtype=ft)
-            rb = np.empty(M, dtype=ft)
             blk_r = np.zeros(M, dtype=ft)  # block sums, flushed into the float64 sums once per
             blk_e = np.zeros(M, dtype=ft)  # hemodynamic step (a conditional float64 accumulate
             blk_i = np.zeros(M, dtype=ft)  # in the step loop blocks vectorisation)
@@ -263,11 +285,13 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath, uniform):
                 matmul(C, X, CX)  # c_i = sum_j C_ij S_E,j for every lane
                 # LLVM gives up vectorising a loop that touches too many arrays, so the step
                 # is split into short loops: noise, update, running sums
+                # noise in two loops (the 64-bit hash and the float maths vectorise at different
+                # widths); nE, nI first hold the two halves of the hash
                 base = np.uint64(step * N) * GOLDEN
                 for k in range(M):
-                    xi_E, xi_I = normals(fmix64((base + ctr[k]) ^ key[k]))
-                    nE[k] = xi_E
-                    nI[k] = xi_I
+                    nE[k], nI[k] = halves(fmix64((base + ctr[k]) ^ key[k]))
+                for k in range(M):
+                    nE[k], nI[k] = box_muller(nE[k], nI[k])
                 for k in range(M):
                     _, _, rE, rI = currents_and_rates(
                         se[k], si[k], c[k], s0 if U0 else P[0, k], s2 if U2 else P[2, k],
@@ -282,10 +306,9 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, normals, fastmath, uniform):
                     y = si[k] + dt * dI + a * nI[k]
                     se[k] = min(max(x, zero), one)
                     si[k] = min(max(y, zero), one)
-                    rb[k] = rE
+                    blk_r[k] += rE
                 for k in range(M):
                     ac[k] += se[k]
-                    blk_r[k] += rb[k]
                     blk_e[k] += se[k]
                     blk_i[k] += si[k]
                 block_end = (step + 1) % k_h == 0
@@ -362,30 +385,36 @@ def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER))
     if key not in _KERNELS:
         if key[0] == "float32":
             _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 16 else 8, phi32, exp32, log32,
-                                                   _normals32, True, key[2])
+                                                   _halves32, _box_muller32, True, key[2])
         elif key[0] == "float64":
             _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 8 else 8, phi64, _exp64, _log64,
-                                                   _normals64, False, key[2])
+                                                   _halves64, _box_muller64, False, key[2])
         else:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     return _KERNELS[key]
 
 
-def choose_lanes(dtype, batch: int, subject_index=None) -> int:
-    """Lanes per tile: 0 (the single-element kernel) for tiny batches, else the widest tile
-    that still gives every thread a tile."""
-    if batch < MIN_TILED_BATCH:
-        return 0
-    widths = (16, 8) if np.dtype(dtype) == np.float32 else (8, 4)
-    threads = numba.get_num_threads()
-    for w in widths:
-        if make_tiles(subject_index if subject_index is not None else np.zeros(batch, np.int64),
-                      w)[0].shape[0] >= threads:
-            return w
-    return widths[-1]
+# measured single-core cost, ns per (lane or element) x region x step, of the single-element
+# kernel (key 0) and of the tiled kernel by lanes per tile (N = 80, AMD Zen 4 with AVX-512)
+_COST_NS = {"float32": {0: 8.4, 4: 6.3, 8: 4.6, 16: 4.4}, "float64": {0: 105.0, 4: 68.0, 8: 66.0}}
 
 
-MIN_TILED_BATCH = 2
+def choose_lanes(dtype, batch: int, subject_index=None, threads: int | None = None) -> int:
+    """Lanes per tile for a batch (0: the single-element kernel), by a cost model: the wall time
+    of a kernel is about ceil(units / threads) x (its width) x (its per-lane cost), where the
+    units are the batch elements (single-element kernel) or the tiles."""
+    costs = _COST_NS[np.dtype(dtype).name]
+    threads = threads or numba.get_num_threads()
+    subj = np.zeros(batch, np.int64) if subject_index is None else np.asarray(subject_index)
+    counts = np.unique(subj, return_counts=True)[1]
+    best, best_t = 0, -(-batch // threads) * costs[0]
+    for w, c in costs.items():
+        if w:
+            tiles = int(np.sum(-(-counts // w)))
+            t = -(-tiles // threads) * w * c
+            if t < best_t:
+                best, best_t = w, t
+    return best
 
 
 def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps,

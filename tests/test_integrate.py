@@ -198,8 +198,6 @@ def test_reproducible_and_batch_independent(sc, params, fused):
         np.testing.assert_array_equal(rev.means[m][::-1], a.means[m])
 
 
-@pytest.mark.xfail(strict=False, reason="B=1 and B>1 take different summation orders for the network input "
-                   "(numpy gemv vs gemm; fused single-element kernel vs FMA lane tiles): equal only to rounding")
 @pytest.mark.parametrize("fused", ["auto", "never"])
 def test_alone_equals_batch_bit_for_bit(sc, params, fused):
     s = FAST.replace(fused=fused, duration=0.48, burn_in=0.0)
