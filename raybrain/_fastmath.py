@@ -114,7 +114,7 @@ _LANE_MATMULS = {}
 
 def lane_matmul(lanes: int, rows: int = 4):
     """An intrinsic ``lane_matmul(C, X, out)``: ``out = C @ X`` for C-contiguous 2-D float arrays
-    ``C`` ``(N, N)`` and ``X``, ``out`` ``(N, lanes)`` of the same float type.
+    ``C`` ``(M, K)``, ``X`` ``(K, lanes)`` and ``out`` ``(M, lanes)`` of the same float type.
 
     This is the network input of a tile of ``lanes`` batch elements that share a connectome (one
     element per column), register-blocked by hand because LLVM neither vectorises nor
@@ -140,7 +140,8 @@ def lane_matmul(lanes: int, rows: int = 4):
             vt = ir.VectorType(ft, BT)
             vptr = vt.as_pointer()
             ca, xa, oa = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args, args)]
-            n = builder.extract_value(ca.shape, 0)
+            n = builder.extract_value(xa.shape, 0)  # K, the length of the sums
+            m = builder.extract_value(oa.shape, 0)  # M, the rows of the result
             it = n.type
 
             def K(v):
@@ -169,10 +170,10 @@ def lane_matmul(lanes: int, rows: int = 4):
                     p = builder.gep(oa.data, [builder.mul(builder.add(i0, K(r)), K(BT))])
                     builder.store(builder.load(accs[r]), builder.bitcast(p, vptr), align=4)
 
-            nfull = builder.sub(n, builder.srem(n, K(R)))
-            with cgutils.for_range_slice(builder, K(0), nfull, K(R)) as (i0, _):
+            mfull = builder.sub(m, builder.srem(m, K(R)))
+            with cgutils.for_range_slice(builder, K(0), mfull, K(R)) as (i0, _):
                 block(i0, R)
-            with cgutils.for_range_slice(builder, nfull, n, K(1)) as (i0, _):
+            with cgutils.for_range_slice(builder, mfull, m, K(1)) as (i0, _):
                 block(i0, 1)
             return context.get_dummy_value()
 

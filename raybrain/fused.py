@@ -87,7 +87,8 @@ def _normals64(z):
     return _box_muller64(hi, lo)
 
 
-def _make_rww_kernel(phi, exp, log, normals, fastmath):
+def _make_rww_kernel(phi, exp, log, halves, box_muller, fastmath):
+    """The fused loop for one batch element per ``prange`` iteration (used for small batches)."""
     @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
     def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subj, PAR, keys,
                step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
@@ -147,13 +148,12 @@ def _make_rww_kernel(phi, exp, log, normals, fastmath):
                         a0 += C[i, j] * se[j]
                     c[i] = a0
                 # LLVM gives up vectorising a loop that touches too many arrays, so the step
-                # is split into three short loops: noise, update, running sums
+                # is split into short loops: noise (two), update, running sums
                 base = np.uint64(step * N)
+                for i in range(N):  # the hash halves first, then Box-Muller (see the tiled kernel)
+                    nE[i], nI[i] = halves(fmix64(((base + np.uint64(i)) * GOLDEN) ^ key))
                 for i in range(N):
-                    z = fmix64(((base + np.uint64(i)) * GOLDEN) ^ key)
-                    xi_E, xi_I = normals(z)
-                    nE[i] = xi_E
-                    nI[i] = xi_I
+                    nE[i], nI[i] = box_muller(nE[i], nI[i])
                 for i in range(N):
                     _, _, rE, rI = currents_and_rates(
                         se[i], si[i], c[i], P[0, i], P[2, i], P[3, i], P[4, i], P[5, i], P[6, i], P[7, i],
@@ -425,8 +425,9 @@ def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_ind
     if lanes is None:
         lanes = choose_lanes(dtype, SE.shape[0], subject_index)
     if lanes == 0:
-        rww_kernel(dtype)(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
-                          step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)
+        kernel = rww_kernel(dtype)
+        kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps,
+               dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)
         return
     tile_subj, tile_src, tile_real = make_tiles(subject_index, lanes)
     PS = np.ascontiguousarray(PAR[0, :, 0])
@@ -437,13 +438,13 @@ def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_ind
 
 
 def rww_kernel(dtype):
-    """The compiled fused rWW kernel for ``float32`` (fast maths) or ``float64`` (libm)."""
+    """The compiled single-element fused rWW kernel for ``float32`` (fast maths) or ``float64`` (libm)."""
     key = np.dtype(dtype).name
     if key not in _KERNELS:
         if key == "float32":
-            _KERNELS[key] = _make_rww_kernel(phi32, exp32, log32, _normals32, True)
+            _KERNELS[key] = _make_rww_kernel(phi32, exp32, log32, _halves32, _box_muller32, True)
         elif key == "float64":
-            _KERNELS[key] = _make_rww_kernel(phi64, _exp64, _log64, _normals64, False)
+            _KERNELS[key] = _make_rww_kernel(phi64, _exp64, _log64, _halves64, _box_muller64, False)
         else:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     return _KERNELS[key]

@@ -88,3 +88,29 @@ def test_phi32_and_phi64():
     # and phi has the right limit/asymptote: phi(0) = 1, phi(z) ~ z for large z
     assert phi(np.float64(0.0)) == 1.0
     assert phi(np.float64(50.0)) == pytest.approx(50.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+@pytest.mark.parametrize("m, k", [(80, 80), (7, 5), (13, 80), (1, 3)])
+def test_lane_matmul_equals_numpy(dtype, lanes, m, k):
+    """The hand-written LLVM register-blocked C @ X (the tiles' network input) against NumPy,
+    including row counts that are not a multiple of the 4-row block."""
+    from numba import njit
+
+    from raybrain._fastmath import lane_matmul
+
+    mm = lane_matmul(lanes)
+
+    @njit
+    def call(C, X, out):
+        mm(C, X, out)
+
+    rng = np.random.default_rng(m * 100 + k + lanes)
+    C = rng.random((m, k)).astype(dtype)
+    X = rng.random((k, lanes)).astype(dtype)
+    out = np.full((m, lanes), np.nan, dtype)
+    call(C, X, out)
+    ref = C.astype(np.float64) @ X.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
