@@ -12,6 +12,7 @@ region-steps/s = B · N · steps / wall (compilation excluded; a short warm-up r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -74,17 +75,22 @@ def main(argv=None) -> int:
         best["raybrain"] = max(best.get("raybrain", 0.0), line["region_steps_per_s"])
     if not args.no_peers:
         try:
-            import peers
+            with contextlib.redirect_stdout(sys.stderr):  # peers print banners; stdout stays JSON lines
+                import peers
         except Exception as e:  # pragma: no cover
             print(json.dumps({"peers": "unavailable", "why": str(e)}))
             peers = None
-        for name in (peers.available_peers() if peers else []):
+        with contextlib.redirect_stdout(sys.stderr):
+            names = peers.available_peers() if peers else []
+        for name in names:
             fn = getattr(peers, f"run_{name}")
             for B in (args.peer_batch or args.batch):
                 if name == "tvb" and B != 1:
                     continue
                 try:
-                    line = fn(sc, duration_s=args.peer_sim_s or args.sim_s, dt_ms=args.dt_ms, batch=B, bold=bold, seed=0)
+                    with contextlib.redirect_stdout(sys.stderr):
+                        line = fn(sc, duration_s=args.peer_sim_s or args.sim_s, dt_ms=args.dt_ms, batch=B, bold=bold,
+                                  seed=0)
                 except Exception as e:
                     line = {"tool": name, "B": B, "error": f"{type(e).__name__}: {e}"}
                 line.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
