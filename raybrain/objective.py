@@ -74,12 +74,14 @@ class Objective:
             self.subject.fcd_distribution(self.window, self.step) if needs_fcd else None,
             self.window if needs_fcd else None, self.step if needs_fcd else None)
 
-    def evaluate(self, theta, *, seed: int | None = None, repeats: int = 1, first_stream: int = 0,
-                 duration: float | None = None) -> list[dict[str, Any]]:
-        """Records (one per row of ``theta``). Noise streams are ``first_stream + b·repeats + r``
-        for independent noise, ``r`` for common random numbers, so a candidate's result does not
-        depend on the rest of the batch."""
-        t0 = time.perf_counter()
+    def simulation(self, theta, *, seed: int | None = None, repeats: int = 1, first_stream: int = 0,
+                   duration: float | None = None, state=None) -> Simulation:
+        """The batched :class:`Simulation` of ``theta`` (B·repeats runs, candidate-major), not yet run.
+
+        Noise streams are ``first_stream + b·repeats + r`` for independent noise and ``r`` for
+        common random numbers, so a candidate's result does not depend on the rest of the batch.
+        Pass ``state`` to continue a stopped simulation (multi-fidelity, checkpoints).
+        """
         theta = self.parametrisation.check(theta)
         B, R = theta.shape[0], int(repeats)
         if R < 1:
@@ -93,15 +95,19 @@ class Objective:
             streams = np.tile(np.arange(R), B)
         else:
             streams = first_stream + np.arange(B * R)
-        sim = Simulation(self.model, self.sc, params, settings, batch=B * R, streams=streams)
-        res = sim.run()
-        bold = res.bold
-        lr = self.loss(bold, self.target, valid=~asnumpy(res.diverged))
+        return Simulation(self.model, self.sc, params, settings, batch=B * R, streams=streams, state=state)
+
+    def score(self, theta, bold, result, repeats: int = 1, wall_s: float = 0.0) -> list[dict[str, Any]]:
+        """Records from simulated BOLD ``(B·repeats, T, N)`` and the run's summaries (``result``)."""
+        theta = self.parametrisation.check(theta)
+        B, R = theta.shape[0], int(repeats)
+        lr = self.loss(bold, self.target, valid=~asnumpy(result.diverged))
         total = asnumpy(lr.total).reshape(B, R)
         comps = {k: asnumpy(v).reshape(B, R) for k, v in lr.components.items()}
         valid = asnumpy(lr.valid).reshape(B, R)
-        means = {k: asnumpy(v).reshape(B, R, -1) for k, v in res.means.items()}
-        wall = time.perf_counter() - t0
+        diverged = asnumpy(result.diverged).reshape(B, R)
+        means = {k: asnumpy(v).reshape(B, R, -1) for k, v in result.means.items()}
+        sim_seconds = bold.shape[1] * self.settings.tr
         records = []
         for b, pvals in enumerate(self.parametrisation.to_dicts(theta)):
             rec: dict[str, Any] = dict(pvals)
@@ -109,7 +115,7 @@ class Objective:
             for k, v in comps.items():
                 rec[k] = float(v[b].mean())
             rec["valid"] = bool(valid[b].all())
-            rec["diverged"] = bool(asnumpy(res.diverged).reshape(B, R)[b].any())
+            rec["diverged"] = bool(diverged[b].any())
             if "r_E" in means:
                 rate = means["r_E"][b].mean(axis=0)  # (N,) averaged over repeats
                 rec["rate_mean"] = float(rate.mean())
@@ -121,8 +127,16 @@ class Objective:
                 rec["ei_ratio"] = float(np.mean(ei))
             rec = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in rec.items()}
             rec["repeats"] = R
-            rec["sim_seconds"] = float(settings.duration)
-            rec["wall_s"] = wall / B
+            rec["sim_seconds"] = float(sim_seconds)
+            rec["wall_s"] = wall_s / B
             records.append(rec)
-        self.last_result = res
         return records
+
+    def evaluate(self, theta, *, seed: int | None = None, repeats: int = 1, first_stream: int = 0,
+                 duration: float | None = None) -> list[dict[str, Any]]:
+        """Simulate and score a batch: records, one per row of ``theta`` (see :meth:`simulation`)."""
+        t0 = time.perf_counter()
+        sim = self.simulation(theta, seed=seed, repeats=repeats, first_stream=first_stream, duration=duration)
+        res = sim.run()
+        self.last_result = res
+        return self.score(theta, res.bold, res, repeats=repeats, wall_s=time.perf_counter() - t0)
