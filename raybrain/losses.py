@@ -15,7 +15,8 @@ Costs (r is Pearson's correlation over upper triangles, k = 1):
 - ``"fc_corr"``: ``1 - r(FC_sim, FC_emp)`` alone (no FCD).
 
 The FCD of each candidate is the dominant cost (T = 1200 TRs, W ≈ 1118 windows, N = 80 regions:
-O(W N^2 window) flops and O(W N^2 + W^2) memory). Candidates are therefore processed in slices
+O((T + W) N^2 + W^2 N^2) flops and O(T N^2 + W N^2 + W^2) memory, about 130 MB in float64, plus
+the KS statistic's sort over the W(W-1)/2 FCD values). Candidates are therefore processed in slices
 of ``slice_size`` so that peak memory stays bounded by a few slices, never O(B W^2).
 """
 from __future__ import annotations
@@ -202,8 +203,9 @@ class Loss:
             W = F.n_windows(T, target.window, target.step)
             M = N * (N - 1) // 2
             Mf = W * (W - 1) // 2
-            b += itemsize * (3 * W * target.window * N + 3 * W * N * N + 2 * W * M + 3 * W * W)
-            b += 3 * 8 * (Mf + target.fcd_dist.size)  # KS: pooled values, order, cumulative counts
+            C = 2 * N + M  # block moments per TR (features.window_fc_upper)
+            b += itemsize * (3 * (T + target.window) * C + 3 * W * M + 3 * W * W)
+            b += 8 * 8 * (Mf + target.fcd_dist.size)  # KS: pooled values, order, counts, differences
         return b
 
     def _slice(self, T: int, N: int, target: Target, itemsize: int) -> int:

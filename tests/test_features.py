@@ -113,6 +113,57 @@ def test_fcd_batched_leading_axes_and_float32():
     np.testing.assert_allclose(out32, out, atol=1e-5)
 
 
+def _loop_window_fc(bold, window, step):
+    """Reference: np.corrcoef of every window, upper triangle (k = 1)."""
+    T, N = bold.shape
+    iu = np.triu_indices(N, 1)
+    return np.array([np.corrcoef(bold[s:s + window].T)[iu] for s in range(0, T - window + 1, step)])
+
+
+@pytest.mark.parametrize(
+    "T,N,window,step",
+    [(200, 7, 23, 1), (211, 6, 30, 4), (150, 5, 17, 40), (64, 4, 64, 1), (50, 5, 2, 1), (97, 9, 96, 1)],
+)
+def test_window_fc_upper_equals_corrcoef_loop(T, N, window, step):
+    """Block prefix/suffix sums give each window's FC to float rounding, whatever the step and
+    T mod window, and a large offset plus drift (cancellation-prone for plain running sums)."""
+    rng = np.random.default_rng(T + N)
+    x = rng.standard_normal((2, 3, T, N))
+    x[1] = 1e4 + np.cumsum(x[1], axis=-2) + 0.3 * x[1]  # offset and random-walk drift
+    out = F.window_fc_upper(x, window, step)
+    W = (T - window) // step + 1
+    assert out.shape == (2, 3, W, N * (N - 1) // 2)
+    for b in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(out[b, c], _loop_window_fc(x[b, c], window, step), rtol=0, atol=1e-10)
+
+
+def test_window_fc_upper_constant_and_near_constant_windows():
+    """A region constant in a window gives NaN pairs in exactly those windows (as fc does); a
+    nearly constant one (tiny spread on a large value, where one-pass moments lose every digit)
+    still gives the direct per-window correlation."""
+    rng = np.random.default_rng(12)
+    T, N, window = 160, 5, 25
+    x = rng.standard_normal((T, N))
+    x[40:100, 2] = 0.1  # exactly constant on [40, 100)
+    x[90:140, 3] = 7.0 + 1e-9 * rng.standard_normal(50)  # spread 1e-9 on a value of 7
+    out = F.window_fc_upper(x, window, 1)
+    iu, ju = np.triu_indices(N, 1)
+    has2 = (iu == 2) | (ju == 2)
+    for s in range(T - window + 1):
+        w = x[s:s + window]
+        inside = 40 <= s and s + window <= 100
+        assert np.all(np.isnan(out[s, has2])) == inside
+        assert np.all(np.isfinite(out[s, ~has2])) and (inside or np.all(np.isfinite(out[s])))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ref = np.corrcoef(w.T)[iu, ju]
+        ok = np.isfinite(out[s])
+        np.testing.assert_allclose(out[s, ok], F.fc(w)[iu, ju][ok], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out[s, ok], ref[ok], rtol=0, atol=1e-6)  # 1e-9 spread: ~7 digits
+    # the near-constant region is genuinely correlated with nothing: |r| well below 1 somewhere
+    assert np.nanmax(np.abs(out[90:116][:, (iu == 3) | (ju == 3)])) < 0.99
+
+
 @pytest.mark.parametrize(
     "kwargs,name",
     [

@@ -144,13 +144,36 @@ def test_slicing_gives_same_results(name, target):
 
 
 def test_auto_slice_bounds_memory_for_hcp_sized_batch():
-    """T = 1200 TRs, N = 80, window 83: one candidate's FCD working set is hundreds of MB,
-    so the default budget must evaluate a batch one candidate at a time."""
+    """T = 1200 TRs, N = 80, window 83: one candidate's FCD working set is over 100 MB (W^2 FCD,
+    W x N(N-1)/2 window FCs, T x N(N-1)/2 running sums), so the default 512 MiB budget evaluates
+    only one or two candidates at a time."""
     fc = np.eye(80) * 0.5 + 0.5
     tgt = L.Target.from_features(fc, np.linspace(-1, 1, 10), window=83, step=1)
     loss = L.PFICLoss()
-    assert loss._slice(1200, 80, tgt, 8) == 1
+    per = loss._per_candidate_bytes(1200, 80, tgt, 8)
+    W, M = 1118, 80 * 79 // 2
+    assert per > 8 * (W * W + W * M + 1200 * M)
+    s = loss._slice(1200, 80, tgt, 8)
+    assert 1 <= s <= 2 and s * per <= loss.memory_budget
     assert L.FCCorrLoss()._slice(1200, 80, L.Target.from_features(fc), 8) > 1
+
+
+def test_memory_estimate_bounds_measured_peak(target):
+    """The slice-size estimate must bound what a loss call really allocates (NumPy reports its
+    buffers to tracemalloc)."""
+    import tracemalloc
+
+    sims = _bold(10, B=4)
+    loss = L.PFICLoss(slice_size=4)
+    loss(sims, target)  # warm caches / lazy imports outside the measurement
+    tracemalloc.start()
+    try:
+        loss(sims, target)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    est = 4 * loss._per_candidate_bytes(T, N, target, 8)
+    assert peak <= est
 
 
 def test_fc_corr_works_without_fcd_and_fcd_losses_refuse(emp):

@@ -1,0 +1,907 @@
+"""Experiment configuration: one YAML file → a validated :class:`ExperimentConfig`.
+
+An experiment names its subjects, model, parametrisation and bounds, loss, simulation settings per
+fidelity, optimizers, budget, seeds, resources and storage. :func:`load_config` reads the YAML
+(``yaml.safe_load``) and validates everything once, at load: every error names its key path and the
+problem, e.g. ``optimizers[2].name: unknown optimizer 'cmaa' (did you mean 'cmaes'?)`` or
+``simulation.fidelitees: unknown key (did you mean 'fidelities'?)``. Past that point the rest of
+raybrain trusts the config.
+
+>>> cfg = load_config("experiments/quickstart.yaml")          # doctest: +SKIP
+>>> [r.run_id for r in cfg.runs()][:1]                         # doctest: +SKIP
+['hcp-101309__random__seed0']
+>>> obj = cfg.build_objective("hcp/101309", 0)                 # doctest: +SKIP
+
+Subjects
+--------
+``subjects.ids`` holds bundled subjects (``"hcp/101309"`` or the bare id ``"101309"``) or whole
+datasets (``"hcp"``, ``"gw"``, ``"all"``); ``subjects.paths`` user files; ``subjects.synthetic``
+subjects simulated from a bundled connectome with known parameters, whose simulated BOLD is their
+"empirical" BOLD, so fitting them is a parameter-recovery experiment (Griffiths et al. 2022).
+``subjects.split`` divides the subjects into train / validation / test (Zhang et al. 2024); runs
+fit the training subjects. ``subjects.group: true`` fits one target, the group average of the
+training subjects (mean FC, pooled FCD; :func:`raybrain.data.group_average`), named ``"group"``
+(``"group/train"``, with ``"group/validation"`` and ``"group/test"`` beside it, under a split).
+
+Budget
+------
+``budget.evaluations`` counts candidate evaluations per run (a candidate simulated ``repeats``
+times with different noise counts once); ``budget.wall_s`` optionally stops a run earlier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+from typing_extensions import Annotated
+
+__all__ = [
+    "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject",
+    "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
+    "SimulationConfig", "OptimizerConfig", "BudgetConfig", "ResourcesConfig", "known_optimizers",
+    "sanitise",
+]
+
+#: Optimizer names accepted when :mod:`raybrain.search` cannot be imported (its registry wins).
+FALLBACK_OPTIMIZERS = ("random", "grid", "cmaes", "de", "pso", "tpe", "optuna-cmaes", "hyperopt-tpe",
+                       "bayesopt")
+SCHEDULERS = ("fifo", "asha", "hyperband", "median")
+DATASET_KEYS = ("hcp", "gw", "all")
+GROUP = "group"
+
+
+# ----------------------------------------------------------------------------------- errors
+class ConfigError(ValueError):
+    """An invalid experiment config; ``errors`` is a list of ``(key path, message)``."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        head = f"{source}: invalid experiment config" if source else "invalid experiment config"
+        lines = [f"{p}: {m}" if p else m for p, m in self.errors]
+        super().__init__(lines[0] if len(lines) == 1 and not source else
+                         head + "\n" + "\n".join("  " + x for x in lines))
+
+
+class _At(ValueError):
+    """A validation error at ``path`` relative to the model that raises it."""
+
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+        super().__init__(message)
+
+
+def _did_you_mean(word: str, choices) -> str:
+    choices = [str(c) for c in choices]
+    lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {lower[close[0]]!r}?)"
+    return f" (choose from {', '.join(choices)})" if len(choices) <= 12 else ""
+
+
+def _join(base: str, rel: str) -> str:
+    if not rel:
+        return base
+    if not base or rel.startswith("["):
+        return base + rel
+    return f"{base}.{rel}"
+
+
+def _loc(loc) -> str:
+    out = ""
+    for part in loc:
+        out = out + f"[{part}]" if isinstance(part, int) else _join(out, str(part))
+    return out
+
+
+def _format(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-after["))]
+        path, msg = _loc(loc), e["msg"]
+        ctx = e.get("ctx") or {}
+        exc = ctx.get("error")
+        if isinstance(exc, _At):
+            path, msg = _join(path, exc.path), exc.message
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif e["type"] == "unknown_key":
+            path = _join(path, str(ctx["key"]))
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg}, got {e['input']!r}"
+        out.append((path, msg))
+    return out
+
+
+# ----------------------------------------------------------------------------------- helpers
+class _Section(BaseModel):
+    """Base of the config sections: strict types, unknown keys rejected with a suggestion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data):
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for k in data:
+                if k not in known:
+                    raise PydanticCustomError("unknown_key", "unknown key{hint}",
+                                              {"key": k, "hint": _did_you_mean(k, sorted(known))})
+        return data
+
+
+def _positive(v: float) -> float:
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"must be a positive number, got {v!r}")
+    return v
+
+
+def _positive_int(v: int) -> int:
+    if v < 1:
+        raise ValueError(f"must be a positive integer, got {v!r}")
+    return v
+
+
+def _check_bounds(v: list[float]) -> list[float]:
+    if len(v) != 2:
+        raise ValueError(f"bounds must be a pair [low, high], got {v!r}")
+    lo, hi = v
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"bounds must be finite, got {v!r}")
+    if not lo < hi:
+        raise ValueError(f"bounds reversed or empty: [{lo:g}, {hi:g}] (low must be below high)")
+    return v
+
+
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+PositiveInt = Annotated[int, AfterValidator(_positive_int)]
+Bounds = Annotated[list[float], AfterValidator(_check_bounds)]
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> dict[str, dict]:
+    from .data import describe
+
+    return {r["name"]: r for r in describe()}
+
+
+def _resolve_bundled(name: str) -> str:
+    """Full bundled name of ``name`` (``"101309"`` → ``"hcp/101309"``) or a ValueError."""
+    rows = _bundled()
+    if name in rows:
+        return name
+    by_id = [n for n in rows if n.split("/", 1)[1] == name]
+    if len(by_id) == 1:
+        return by_id[0]
+    raise ValueError(f"unknown bundled subject {name!r}{_did_you_mean(name, list(rows) + list(DATASET_KEYS))}")
+
+
+def _expand_ids(ids) -> list[str]:
+    out = []
+    for i in ids:
+        if i == "all":
+            out += list(_bundled())
+        elif i in DATASET_KEYS:
+            out += [n for n, r in _bundled().items() if r["dataset"] == i]
+        else:
+            out.append(_resolve_bundled(i))
+    return list(dict.fromkeys(out))
+
+
+def known_optimizers() -> list[str]:
+    """Names in ``raybrain.search.OPTIMIZERS``, or :data:`FALLBACK_OPTIMIZERS` without it."""
+    reg = _registry()
+    return list(reg) if reg is not None else list(FALLBACK_OPTIMIZERS)
+
+
+def _registry():
+    try:
+        from .search import OPTIMIZERS
+    except ImportError:
+        return None
+    return OPTIMIZERS
+
+
+def sanitise(text: str) -> str:
+    """``text`` with every run of characters outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "-"
+
+
+# ----------------------------------------------------------------------------------- subjects
+class SubjectPath(_Section):
+    """A subject from user files (paths relative to the config file's folder)."""
+
+    name: str
+    sc: str
+    bold: str
+    tr: PositiveFloat
+    lengths: Optional[str] = None
+
+    @field_validator("sc", "bold", "lengths")
+    @classmethod
+    def _exists(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        p = Path(os.path.expanduser(v))
+        if not p.is_absolute():
+            p = Path((info.context or {}).get("base_dir", ".")) / p
+        if not p.is_file():
+            raise ValueError(f"file not found: {str(p)!r}")
+        return str(p)
+
+
+class SyntheticSubject(_Section):
+    """A subject simulated from a bundled connectome with known parameters (``params``: values of
+    the parametrisation's parameters; missing ones take the middle of their bounds).
+
+    ``duration``/``dt`` default to the last fidelity's; ``burn_in``, ``dtype`` and ``sc_max``
+    follow ``simulation``. Noise: ``seed``, stream 0 (keep it apart from the search seeds unless
+    the exact noise realisation is meant to be reproducible).
+    """
+
+    name: str
+    from_subject: str
+    params: dict[str, float] = Field(default_factory=dict)
+    duration: Optional[PositiveFloat] = None
+    dt: Optional[PositiveFloat] = None
+    seed: int = 1_000_003
+
+    @field_validator("from_subject")
+    @classmethod
+    def _bundled_source(cls, v):
+        return _resolve_bundled(v)
+
+
+class SplitConfig(_Section):
+    """Subjects for training (fitted), validation (best candidates re-simulated) and test."""
+
+    train: list[str]
+    validation: list[str] = Field(default_factory=list)
+    test: list[str] = Field(default_factory=list)
+
+    @field_validator("train")
+    @classmethod
+    def _non_empty(cls, v):
+        if not v:
+            raise ValueError("the training set must hold at least one subject")
+        return v
+
+
+class SubjectsConfig(_Section):
+    ids: list[str] = Field(default_factory=list)
+    paths: list[SubjectPath] = Field(default_factory=list)
+    synthetic: list[SyntheticSubject] = Field(default_factory=list)
+    group: bool = False
+    split: Optional[SplitConfig] = None
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, v):
+        for i, name in enumerate(v):
+            if name not in DATASET_KEYS:
+                try:
+                    _resolve_bundled(name)
+                except ValueError as e:
+                    raise _At(f"[{i}]", str(e)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _names(self):
+        if not (self.ids or self.paths or self.synthetic):
+            raise _At("", "no subjects: give at least one of ids, paths, synthetic")
+        seen: dict[str, str] = {}
+        for n in _expand_ids(self.ids):
+            seen[n] = "ids"
+        for kind in ("paths", "synthetic"):
+            for i, s in enumerate(getattr(self, kind)):
+                if s.name in seen or s.name == GROUP or s.name.startswith(GROUP + "/"):
+                    raise _At(f"{kind}[{i}].name", f"subject name {s.name!r} is already used"
+                              + (f" by {seen[s.name]}" if s.name in seen else " (reserved for group targets)"))
+                seen[s.name] = kind
+        if self.split is not None:
+            names = list(seen)
+            used: dict[str, str] = {}
+            for part in ("train", "validation", "test"):
+                for i, n in enumerate(getattr(self.split, part)):
+                    full = n if n in seen else _bare_id(n, names)
+                    if full is None:
+                        raise _At(f"split.{part}[{i}]",
+                                  f"{n!r} is not one of the experiment's subjects{_did_you_mean(n, names)}")
+                    if full in used:
+                        raise _At(f"split.{part}[{i}]", f"subject {full!r} is already in split.{used[full]}")
+                    used[full] = part
+        return self
+
+    def names(self) -> list[str]:
+        """Every subject's name, in config order (bundled, paths, synthetic)."""
+        return _expand_ids(self.ids) + [s.name for s in self.paths] + [s.name for s in self.synthetic]
+
+    def part(self, part: str | None) -> list[str]:
+        """Subject names of a split part (``"train"``, ``"validation"``, ``"test"``); all
+        subjects for ``None`` (or ``"train"`` without a split)."""
+        if part is None or (self.split is None and part == "train"):
+            return self.names()
+        if part not in ("train", "validation", "test"):
+            raise ValueError(f"part must be 'train', 'validation' or 'test', got {part!r}")
+        if self.split is None:
+            return []
+        names = self.names()
+        return [n if n in names else _bare_id(n, names) for n in getattr(self.split, part)]
+
+
+def _bare_id(n: str, names: list[str]) -> str | None:
+    hits = [m for m in names if m.split("/", 1)[-1] == n]
+    return hits[0] if len(hits) == 1 else None
+
+
+# ----------------------------------------------------------------------------------- model etc.
+class ModelConfig(_Section):
+    name: str = "rww"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _build(self):
+        from .models import MODELS
+
+        if self.name not in MODELS:
+            raise _At("name", f"unknown model {self.name!r}{_did_you_mean(self.name, MODELS)}")
+        cls = MODELS[self.name]
+        sig = inspect.signature(cls.__init__)
+        allowed = [p for p in sig.parameters if p != "self"]
+        for k in self.options:
+            if k not in allowed:
+                raise _At(f"options.{k}", f"unknown option for model {self.name!r}"
+                          + (_did_you_mean(k, allowed) if allowed else " (it takes none)"))
+        try:
+            cls(**self.options)
+        except (TypeError, ValueError) as e:
+            raise _At("options", str(e)) from None
+        return self
+
+    def build(self):
+        from .models import get_model
+
+        return get_model(self.name, **self.options)
+
+
+class ParametrisationConfig(_Section):
+    """``global``: ``names`` (default G, sigma); ``maps``: ``regional`` (default w_EE, w_EI, sigma)
+    as c0 + c1·m1 + c2·m2 plus ``globals`` (default G), the pFIC 10-parameter form; ``regional``:
+    one value per region of ``parameter`` (default w_EE) plus ``globals``. ``bounds`` override the
+    defaults per parameter name (for ``regional``, the bare parameter name sets every region)."""
+
+    kind: Literal["global", "maps", "regional"] = "global"
+    names: Optional[list[str]] = None
+    regional: Optional[list[str]] = None
+    parameter: Optional[str] = None
+    globals: Optional[list[str]] = None
+    bounds: dict[str, Bounds] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self):
+        only = {"names": "global", "regional": "maps", "parameter": "regional"}
+        for key, kind in only.items():
+            if getattr(self, key) is not None and self.kind != kind:
+                raise _At(key, f"only applies to kind {kind!r} (this is kind {self.kind!r})")
+        if self.globals is not None and self.kind == "global":
+            raise _At("globals", "does not apply to kind 'global' (list every parameter in names)")
+        for key in ("names", "regional", "globals"):
+            v = getattr(self, key)
+            if v is not None:
+                if key != "globals" and not v:
+                    raise _At(key, "must name at least one parameter")
+                dup = [x for x in v if v.count(x) > 1]
+                if dup:
+                    raise _At(key, f"parameter {dup[0]!r} is listed twice")
+        return self
+
+    def build(self, model, subject=None, maps_subject=None, n_regions: int | None = None):
+        """The :class:`raybrain.parametrisation.Parametrisation` (maps from ``maps_subject``)."""
+        from .parametrisation import Global, Maps, Regional
+
+        bounds = {k: tuple(v) for k, v in self.bounds.items()}
+        if self.kind == "global":
+            return Global(model, names=tuple(self.names or ("G", "sigma")), bounds_override=bounds)
+        globals_ = tuple(self.globals if self.globals is not None else ("G",))
+        if self.kind == "maps":
+            regional = tuple(self.regional or ("w_EE", "w_EI", "sigma"))
+            if maps_subject is None:  # names and bounds only (validation)
+                return Maps(model, np.array([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), regional=regional,
+                            globals_=globals_, bounds_override=bounds)
+            return Maps.from_subject(model, maps_subject, regional=regional, globals_=globals_,
+                                     bounds_override=bounds)
+        n = n_regions if n_regions is not None else subject.n_regions
+        return Regional(model, n_regions=n, parameter=self.parameter or "w_EE", globals_=globals_,
+                        bounds_override=bounds)
+
+
+class Fidelity(_Section):
+    duration: PositiveFloat
+    dt: PositiveFloat
+
+
+class SimulationConfig(_Section):
+    """Fidelities ascend in cost (duration not shorter, dt not larger, not both equal);
+    ``validation`` is the fidelity of validation/test re-simulation (default: the last one)."""
+
+    fidelities: list[Fidelity]
+    validation: Optional[Fidelity] = None
+    burn_in: float = 60.0
+    repeats: PositiveInt = 1
+    noise: Literal["common", "independent"] = "independent"
+    dtype: Literal["float32", "float64"] = "float32"
+    backend: Literal["numpy", "cupy", "auto"] = "numpy"
+    window: int = 83
+    step: PositiveInt = 1
+    sc_max: Optional[PositiveFloat] = 0.2
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if not self.fidelities:
+            raise _At("fidelities", "give at least one fidelity {duration, dt}")
+        for i in range(1, len(self.fidelities)):
+            a, b = self.fidelities[i - 1], self.fidelities[i]
+            if b.duration < a.duration or b.dt > a.dt or (b.duration == a.duration and b.dt == a.dt):
+                raise _At(f"fidelities[{i}]", f"fidelities must ascend: [{i}] (duration {b.duration:g} s, "
+                          f"dt {b.dt:g} s) must be longer and/or finer than [{i - 1}] "
+                          f"(duration {a.duration:g} s, dt {a.dt:g} s)")
+        if not (math.isfinite(self.burn_in) and self.burn_in >= 0):
+            raise _At("burn_in", f"must be >= 0 seconds, got {self.burn_in!r}")
+        if self.window < 2:
+            raise _At("window", f"FCD window must be >= 2 frames, got {self.window}")
+        return self
+
+    def fidelity(self, index: int | str) -> Fidelity:
+        if index == "validation":
+            return self.validation or self.fidelities[-1]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not (
+                -len(self.fidelities) <= index < len(self.fidelities)):
+            raise ValueError(f"fidelity index must be an integer in [0, {len(self.fidelities)}) or "
+                             f"'validation', got {index!r}")
+        return self.fidelities[int(index)]
+
+    def settings(self, fidelity: Fidelity, tr: float, seed: int = 0, backend: str | None = None):
+        """:class:`raybrain.integrate.SimulationSettings` for one fidelity at a subject's TR."""
+        from .integrate import SimulationSettings
+
+        return SimulationSettings(duration=float(fidelity.duration), dt=float(fidelity.dt),
+                                  burn_in=float(self.burn_in), tr=float(tr), noise=self.noise, seed=int(seed),
+                                  dtype=self.dtype, backend=backend or self.resolved_backend())
+
+    def resolved_backend(self) -> str:
+        """``backend``, with ``auto`` → ``cupy`` when CuPy and a GPU are usable here, else numpy."""
+        if self.backend != "auto":
+            return self.backend
+        from . import _backend
+
+        try:
+            cp = _backend._cupy()
+            return "cupy" if cp is not None and cp.cuda.runtime.getDeviceCount() > 0 else "numpy"
+        except Exception:  # noqa: BLE001 - no usable CUDA runtime
+            return "numpy"
+
+
+class OptimizerConfig(_Section):
+    """One optimizer entry: ``name`` is a key of ``raybrain.search.OPTIMIZERS``; ``population``
+    is the generation size (population mode) or the number of concurrent trials (trial mode)."""
+
+    name: str
+    label: Optional[str] = None
+    mode: Literal["population", "trial"] = "population"
+    population: PositiveInt = 16
+    settings: dict[str, Any] = Field(default_factory=dict)
+    scheduler: Literal["fifo", "asha", "hyperband", "median"] = "fifo"
+    successive_halving: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        names = known_optimizers()
+        if v not in names:
+            raise ValueError(f"unknown optimizer {v!r}{_did_you_mean(v, names)}")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v):
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", v):
+            raise ValueError(f"label {v!r} may hold only letters, digits and . _ -")
+        return v
+
+    @model_validator(mode="after")
+    def _mode(self):
+        if self.mode == "population" and self.scheduler != "fifo":
+            raise _At("scheduler", f"scheduler {self.scheduler!r} applies to mode 'trial'; in population "
+                      "mode use successive_halving: true")
+        if self.mode == "trial" and self.successive_halving:
+            raise _At("successive_halving", "applies to mode 'population'; in trial mode use "
+                      "scheduler: asha (or hyperband, median)")
+        try:  # the registry checks setting names (values are checked when the optimizer is built)
+            from .search import validate_settings
+        except ImportError:
+            return self
+        for k, v in self.settings.items():
+            try:
+                validate_settings(self.name, {k: v})
+            except ValueError as e:
+                raise _At(f"settings.{k}", str(e)) from None
+        return self
+
+    @property
+    def key(self) -> str:
+        """The label (default: the name)."""
+        return self.label or self.name
+
+
+class BudgetConfig(_Section):
+    evaluations: PositiveInt
+    wall_s: Optional[PositiveFloat] = None
+
+
+class ResourcesConfig(_Section):
+    cpu: PositiveFloat = 1.0
+    gpu: float = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v):
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"must be >= 0 (a fraction of a GPU or a whole number), got {v!r}")
+        return v
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run: fit ``subject`` with ``optimizer`` from ``seed``."""
+
+    run_id: str
+    subject: str
+    optimizer: OptimizerConfig
+    seed: int
+    mode: str
+
+
+# ----------------------------------------------------------------------------------- experiment
+class ExperimentConfig(_Section):
+    """A whole experiment (see the module docstring and ``experiments/*.yaml``)."""
+
+    name: str
+    storage: str = "results"
+    subjects: SubjectsConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    parametrisation: ParametrisationConfig = Field(default_factory=ParametrisationConfig)
+    loss: str = "pfic"
+    simulation: SimulationConfig
+    optimizers: list[OptimizerConfig]
+    budget: BudgetConfig
+    seeds: Union[list[int], int] = Field(default_factory=lambda: [0])
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    _cache: dict = PrivateAttr(default_factory=dict)  # built subjects and truths, never pickled
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["__pydantic_private__"] = {"_cache": {}}
+        return state
+
+    # -- field checks ------------------------------------------------------------------------
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", v):
+            raise ValueError(f"experiment name {v!r} may hold only letters, digits and . _ - "
+                             "(it names the results folder)")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v):
+        from .losses import LOSSES
+
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss {v!r}{_did_you_mean(v, LOSSES)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"a number of seeds must be >= 1, got {v}")
+            return list(range(v))
+        if not v:
+            raise ValueError("give at least one seed")
+        for s in v:
+            if s < 0:
+                raise ValueError(f"seeds must be >= 0, got {s}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat: {v}")
+        return v
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizers(cls, v):
+        if not v:
+            raise ValueError("give at least one optimizer")
+        seen: dict[str, int] = {}
+        for i, o in enumerate(v):
+            if o.key in seen:
+                raise _At(f"[{i}].label", f"label {o.key!r} is used by optimizers[{seen[o.key]}] too; "
+                          "give each entry a distinct label")
+            seen[o.key] = i
+        return v
+
+    # -- cross-section checks ----------------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross(self):
+        from .data.validate import check_fcd_window
+        from .losses import LOSSES
+
+        model = self.model.build()
+        sim, subj = self.simulation, self.subjects
+        trs = self._subject_trs()
+        # parametrisation against the model
+        par_cfg = self.parametrisation
+        for key in ("names", "regional", "globals"):
+            for i, n in enumerate(getattr(par_cfg, key) or ()):
+                if n not in model.parameter_names:
+                    raise _At(f"parametrisation.{key}[{i}]", f"model {model.name!r} has no parameter "
+                              f"{n!r}{_did_you_mean(n, model.parameter_names)}")
+        if par_cfg.parameter is not None and par_cfg.parameter not in model.parameter_names:
+            raise _At("parametrisation.parameter", f"model {model.name!r} has no parameter "
+                      f"{par_cfg.parameter!r}{_did_you_mean(par_cfg.parameter, model.parameter_names)}")
+        try:
+            par = par_cfg.build(model, n_regions=self._n_regions())
+        except ValueError as e:
+            m = re.search(r"parameter '([^']+)'", str(e))
+            raise _At("parametrisation.bounds" + (f".{m.group(1)}" if m and "bounds" in str(e) else ""),
+                      str(e)) from None
+        # synthetic truths within the search space
+        for i, s in enumerate(subj.synthetic):
+            for k, val in s.params.items():
+                if k not in par.names:
+                    raise _At(f"subjects.synthetic[{i}].params.{k}", "not a parameter of the parametrisation"
+                              + _did_you_mean(k, par.names))
+                lo, hi = par.bounds[par.names.index(k)]
+                if not (math.isfinite(val) and lo <= val <= hi):
+                    raise _At(f"subjects.synthetic[{i}].params.{k}",
+                              f"true value {val!r} lies outside the search bounds [{lo:g}, {hi:g}]")
+        # groups share a TR
+        if subj.group:
+            for part in ("train", "validation", "test"):
+                names = subj.part(part)
+                got = {trs[n] for n in names}
+                if len(got) > 1:
+                    raise _At("subjects.group", f"the {part} subjects have different TRs {sorted(got)} s; "
+                              "a group averages subjects scanned with the same TR")
+        # time steps, TRs and FCD windows
+        needs_fcd = getattr(LOSSES[self.loss], "needs_fcd", True)
+        by_tr: dict[float, str] = {}  # one subject per distinct TR
+        for n, tr in trs.items():
+            by_tr.setdefault(tr, n)
+        everyone = sorted(by_tr.items())
+        checks = [(f"simulation.fidelities[{i}]", f, everyone) for i, f in enumerate(sim.fidelities)]
+        if sim.validation is not None:
+            checks.append(("simulation.validation", sim.validation, everyone))
+        for i, s in enumerate(subj.synthetic):
+            checks.append((f"subjects.synthetic[{i}]", self._synthetic_fidelity(s), [(trs[s.name], s.name)]))
+        for path, f, subjects in checks:
+            for tr, who in subjects:
+                try:
+                    sim.settings(f, tr, backend="numpy")
+                except ValueError as e:
+                    raise _At(f"{path}.dt", f"{e} (subject {who!r}, TR {tr:g} s)") from None
+                if needs_fcd:
+                    try:
+                        check_fcd_window(int(round(f.duration / tr)), sim.window, sim.step, source="simulated BOLD")
+                    except ValueError as e:
+                        raise _At(f"{path}.duration", f"{e}: {f.duration:g} s at TR {tr:g} s (subject {who!r}); "
+                                  "lengthen the duration or shorten simulation.window") from None
+        # schedulers need more than one fidelity
+        for i, o in enumerate(self.optimizers):
+            if (o.scheduler in ("asha", "hyperband", "median") or o.successive_halving) and len(sim.fidelities) < 2:
+                key, what = (("successive_halving", "successive halving") if o.successive_halving
+                             else ("scheduler", f"scheduler {o.scheduler}"))
+                raise _At(f"optimizers[{i}].{key}", f"{what} needs at least 2 simulation.fidelities "
+                          "(simulated duration is the resource it allocates)")
+        ids = [r.run_id for r in self.runs()]
+        dup = {x for x in ids if ids.count(x) > 1}
+        if dup:
+            raise _At("subjects", f"run ids collide after sanitising: {sorted(dup)[0]!r}; rename a subject")
+        return self
+
+    def _subject_trs(self) -> dict[str, float]:
+        trs = {n: float(_bundled()[n]["tr"]) for n in _expand_ids(self.subjects.ids)}
+        trs.update({p.name: float(p.tr) for p in self.subjects.paths})
+        trs.update({s.name: float(_bundled()[s.from_subject]["tr"]) for s in self.subjects.synthetic})
+        return trs
+
+    def _n_regions(self) -> int | None:
+        if self.parametrisation.kind != "regional":
+            return None
+        ids = _expand_ids(self.subjects.ids) + [s.from_subject for s in self.subjects.synthetic]
+        if ids:
+            return int(_bundled()[ids[0]]["n_regions"])
+        from .data import load_matrix
+
+        return int(np.shape(load_matrix(self.subjects.paths[0].sc))[0])
+
+    def _synthetic_fidelity(self, s: SyntheticSubject) -> Fidelity:
+        last = self.simulation.fidelities[-1]
+        return Fidelity(duration=s.duration or last.duration, dt=s.dt or last.dt)
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def model_validate(cls, obj, *, context: dict | None = None, **kw) -> "ExperimentConfig":
+        """Validate a dict; a :class:`ConfigError` (a ValueError) lists every problem by key path.
+        ``context={"base_dir": ...}`` resolves relative subject file paths."""
+        if not isinstance(obj, dict):
+            raise ConfigError([("", f"an experiment config must be a mapping of keys, got {type(obj).__name__}")])
+        try:
+            return super().model_validate(obj, context=context, **kw)
+        except ValidationError as e:
+            raise ConfigError(_format(e)) from None
+
+    # -- expansion ---------------------------------------------------------------------------
+    @property
+    def experiment_dir(self) -> Path:
+        """``storage/name``: where this experiment's results go."""
+        return Path(self.storage) / self.name
+
+    def targets(self) -> list[str]:
+        """The fitted targets: the training subjects, or the one group target."""
+        if self.subjects.group:
+            return [GROUP + ("/train" if self.subjects.split is not None else "")]
+        return self.subjects.part("train")
+
+    def runs(self) -> list[RunSpec]:
+        """Targets × optimizers × seeds, in that nesting order."""
+        out = []
+        for subject in self.targets():
+            for opt in self.optimizers:
+                for seed in self.seeds:
+                    rid = "__".join((sanitise(subject), sanitise(opt.key), f"seed{seed}"))
+                    out.append(RunSpec(rid, subject, opt, int(seed), opt.mode))
+        return out
+
+    # -- building ----------------------------------------------------------------------------
+    def build_model(self):
+        return self.model.build()
+
+    def build_subject(self, name: str):
+        """The :class:`raybrain.data.Subject` named ``name`` (bundled, user file, synthetic, or a
+        group target ``"group"``, ``"group/train"``, ``"group/validation"``, ``"group/test"``),
+        cached on the config."""
+        if name not in self._cache:
+            self._cache[name] = self._make_subject(name)
+        return self._cache[name]
+
+    def _make_subject(self, name: str):
+        from .data import group_average, load_subject, load_user_subject
+
+        subj = self.subjects
+        if name == GROUP or name.startswith(GROUP + "/"):
+            part = name.split("/", 1)[1] if "/" in name else None
+            if part not in (None, "train", "validation", "test") or (part is None) != (subj.split is None):
+                ok = [GROUP] if subj.split is None else [f"{GROUP}/{p}" for p in ("train", "validation", "test")]
+                raise ValueError(f"unknown group target {name!r}; this experiment has {', '.join(ok)}")
+            members = subj.part(part or "train")
+            if not members:
+                raise ValueError(f"group target {name!r} has no subjects (subjects.split.{part} is empty)")
+            return group_average([self.build_subject(m) for m in members], name=name)
+        for p in subj.paths:
+            if p.name == name:
+                return load_user_subject(p.sc, bold=p.bold, lengths=p.lengths, tr=p.tr, name=p.name)
+        for i, s in enumerate(subj.synthetic):
+            if s.name == name:
+                return self._simulate_synthetic(i, s)
+        names = subj.names()
+        if name not in names:
+            full = _bare_id(name, names)
+            if full is None:
+                raise ValueError(f"subject {name!r} is not part of experiment {self.name!r}"
+                                 + _did_you_mean(name, names + [GROUP]))
+            return self.build_subject(full)
+        return load_subject(name)
+
+    def _simulate_synthetic(self, i: int, s: SyntheticSubject):
+        """Simulate ``s`` once (one batch element, noise ``seed`` stream 0) from its bundled source;
+        its BOLD (float64) becomes the subject's empirical BOLD."""
+        from ._backend import asnumpy
+        from .data import Subject, load_subject
+        from .integrate import Simulation
+        from .objective import scale_sc
+
+        src = load_subject(s.from_subject)
+        model = self.build_model()
+        par = self.build_parametrisation(src)
+        theta = par.from_dict(s.params)
+        f = self._synthetic_fidelity(s)
+        settings = self.simulation.settings(f, src.tr, seed=s.seed).replace(noise="independent")
+        sim = Simulation(model, scale_sc(src.sc, self.simulation.sc_max), par.to_model_params(theta), settings,
+                         batch=1, streams=np.array([0]))
+        res = sim.run()
+        if bool(np.asarray(asnumpy(res.diverged))[0]):
+            raise ValueError(f"subjects.synthetic[{i}]: the simulation of {s.name!r} diverged; "
+                             "choose other params")
+        truth = dict(zip(par.names, map(float, theta[0])))
+        subject = Subject(name=s.name, sc=src.sc, tr=src.tr, bold=np.asarray(asnumpy(res.bold[0]), dtype=np.float64),
+                          lengths=src.lengths, labels=src.labels,
+                          source=f"synthetic subject {s.name!r} simulated from {src.name} "
+                                 f"(seed {s.seed}, {f.duration:g} s at dt {f.dt:g} s)")
+        self._cache[("truth", s.name)] = truth
+        return subject
+
+    def true_params(self, name: str) -> dict[str, float] | None:
+        """The known parameters of a synthetic subject (every parametrisation name), else None."""
+        for s in self.subjects.synthetic:
+            if s.name == name:
+                if ("truth", name) not in self._cache:
+                    par = self.build_parametrisation(self._maps_subject(name))
+                    self._cache[("truth", name)] = dict(zip(par.names, map(float, par.from_dict(s.params)[0])))
+                return dict(self._cache[("truth", name)])
+        return None
+
+    def _maps_subject(self, name: str):
+        """Whose maps a ``maps`` parametrisation uses: a synthetic subject's bundled source (the
+        maps its truth was defined on), otherwise the subject itself."""
+        from .data import load_subject
+
+        for s in self.subjects.synthetic:
+            if s.name == name:
+                return load_subject(s.from_subject)
+        return self.build_subject(name)
+
+    def build_parametrisation(self, subject):
+        """The parametrisation for ``subject`` (a Subject or a name)."""
+        if isinstance(subject, str):
+            subject = self._maps_subject(subject)
+        maps_subject = subject if self.parametrisation.kind == "maps" else None
+        return self.parametrisation.build(self.build_model(), subject=subject, maps_subject=maps_subject)
+
+    def build_objective(self, subject_name: str, fidelity_index: int | str = -1):
+        """The :class:`raybrain.objective.Objective` of one target at one fidelity (an index into
+        ``simulation.fidelities`` or ``"validation"``). Pass ``repeats=simulation.repeats`` and the
+        run seed to its ``evaluate``."""
+        from .objective import Objective
+
+        subject = self.build_subject(subject_name)
+        fid = self.simulation.fidelity(fidelity_index)
+        par = self.build_parametrisation(self._maps_subject(subject_name))
+        return Objective(subject, par.model, par, self.loss, self.simulation.settings(fid, subject.tr),
+                         window=self.simulation.window, step=self.simulation.step, sc_max=self.simulation.sc_max)
+
+
+def load_config(path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file; a :class:`ConfigError` names the file, each
+    offending key path and the problem."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise ConfigError([("", "file not found")], source=str(p))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError([("", f"not valid YAML: {e}")], source=str(p)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"an experiment config must be a mapping of keys, got {type(data).__name__}")],
+                          source=str(p))
+    try:
+        return ExperimentConfig.model_validate(data, context={"base_dir": str(p.parent)})
+    except ConfigError as e:
+        raise ConfigError(e.errors, source=str(p)) from None

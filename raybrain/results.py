@@ -1,0 +1,461 @@
+"""Results: one tidy table, one row per evaluation, written as parquet while the experiment runs.
+
+Layout under an experiment's storage path ``root``::
+
+    root/evaluations/<run>/gen-000000.parquet   one file per (run, generation)
+    root/evaluations/<run>/compacted.parquet    many generations, after compact() (optional)
+    root/runs/<run>.json                         run-level summary written by the run
+
+Many Tune trials (one per (subject, optimizer, seed) run, possibly on different nodes of a shared
+file system) write at once. Nothing is shared between writers: a file's name is a function of
+``(run_id, generation)`` alone, and it is written to a temporary name and moved into place with
+``os.replace``, so a reader never sees half a file and a generation evaluated again after a resume
+replaces its file instead of adding rows. The columns that depend on a run's history
+(``eval_index``, ``cum_sims``, ``cum_wall_s``) are derived by :func:`load`, not stored, so they stay
+right whichever generations were rewritten.
+
+Column order (the schema): ``HEAD``, one column per parameter, ``loss``, the loss components,
+``TAIL``, then any other record fields (``rate_min``, ``repeats``, ``sim_seconds``…). Parameters are
+the columns between ``dt`` and ``loss`` (:func:`param_columns`).
+
+Losses at different fidelities (simulated duration, dt) are not comparable, so :func:`best`,
+:func:`summary` and :func:`analyze` rank only evaluations at the experiment's highest fidelity;
+the cost columns (``cum_sims``, ``cum_wall_s``) count every evaluation, cheap fidelities included.
+:func:`load` needs pandas and pyarrow only (no Ray).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HEAD = ("experiment", "run_id", "mode", "subject", "optimizer", "seed", "eval_index", "generation",
+        "fidelity", "duration", "dt")
+TAIL = ("valid", "diverged", "plausible", "rate_mean", "ei_ratio", "wall_s", "cum_sims", "cum_wall_s",
+        "node", "time")
+META_KEYS = ("mode", "subject", "optimizer", "seed", "fidelity", "duration", "dt")
+DERIVED = ("eval_index", "cum_sims", "cum_wall_s")  # computed by load(), not stored
+KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds")
+
+_TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(), "subject": pa.string(),
+          "optimizer": pa.string(), "seed": pa.int64(), "generation": pa.int64(), "fidelity": pa.int64(),
+          "duration": pa.float64(), "dt": pa.float64(), "loss": pa.float64(), "valid": pa.bool_(),
+          "diverged": pa.bool_(), "plausible": pa.bool_(), "rate_mean": pa.float64(),
+          "ei_ratio": pa.float64(), "wall_s": pa.float64(), "node": pa.string(),
+          "time": pa.timestamp("ms", tz="UTC")}
+_GEN_FILE = re.compile(r"^gen-(\d+)\.parquet$")
+_COMPACTED = "compacted.parquet"
+
+
+def sanitise(run_id: str) -> str:
+    """File-system-safe directory name for ``run_id``; distinct ids keep distinct names (a short hash
+    is appended whenever characters had to be replaced)."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run_id).lstrip(".")[:100]
+    if name != run_id:
+        name = f"{name}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
+    return name
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (datetime, pd.Timestamp)):
+        return x.isoformat()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+class ResultsWriter:
+    """Writes one experiment's evaluations under ``root`` (a local or shared POSIX directory).
+
+    One writer per run is enough and writers never coordinate; see the module docstring.
+    """
+
+    def __init__(self, root: str | os.PathLike, experiment: str):
+        self.root = Path(root)
+        self.experiment = str(experiment)
+
+    def path(self, run_id: str, generation: int) -> Path:
+        return self.root / "evaluations" / sanitise(run_id) / f"gen-{int(generation):06d}.parquet"
+
+    def write_generation(self, run_id: str, generation: int, records: Sequence[Mapping[str, Any]],
+                         meta: Mapping[str, Any]) -> Path:
+        """Write the records of one generation (in evaluation order) as one parquet file, replacing
+        any earlier file of the same (run, generation).
+
+        ``meta`` needs ``mode, subject, optimizer, seed, fidelity, duration, dt``; optional ``params``
+        (parameter names, default: the record keys before ``"loss"``, which is the order
+        ``Objective.evaluate`` produces), ``components`` (default: the remaining keys that are not
+        standard columns) and ``node`` (default: this host's name)."""
+        if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)) or generation < 0:
+            raise ValueError(f"generation must be an integer >= 0, got {generation!r}")
+        missing = [k for k in META_KEYS if k not in meta]
+        if missing:
+            raise ValueError(f"meta for run {run_id!r} is missing {', '.join(missing)}")
+        records = list(records)
+        if not records:
+            raise ValueError(f"records for run {run_id!r} generation {generation} is empty")
+        for i, r in enumerate(records):
+            if "loss" not in r:
+                raise ValueError(f"records[{i}] for run {run_id!r} generation {generation} has no 'loss'")
+        keys = list(dict.fromkeys(k for r in records for k in r))
+        params = list(meta["params"]) if meta.get("params") is not None else keys[:keys.index("loss")]
+        standard = set(HEAD) | set(TAIL) | {"loss"} | set(params)
+        if meta.get("components") is not None:
+            comps = [k for k in meta["components"] if k not in standard]
+        else:
+            comps = [k for k in keys if k not in standard and k not in KNOWN_EXTRAS]
+        extras = [k for k in keys if k not in standard and k not in comps]
+
+        n = len(records)
+        const = {"experiment": self.experiment, "run_id": run_id, "generation": int(generation),
+                 **{k: meta[k] for k in META_KEYS}, "node": meta.get("node") or socket.gethostname(),
+                 "time": datetime.now(timezone.utc)}
+        stored_head = [c for c in HEAD if c not in DERIVED]
+        stored_tail = [c for c in TAIL if c not in DERIVED]
+        columns = {}
+        for c in stored_head + params + ["loss"] + comps + stored_tail + extras:
+            values = [const[c]] * n if c in const else [r.get(c) for r in records]
+            values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+            typ = _TYPES.get(c, pa.float64() if c in params or c in comps else None)
+            try:
+                columns[c] = pa.array(values, type=typ)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
+                raise ValueError(f"run {run_id!r} generation {generation}: column {c!r} has values "
+                                 f"that do not fit {typ or 'one type'}: {e}") from None
+        table = pa.table(columns)
+        path = self.path(run_id, generation)
+        _atomic_write(path, lambda p: pq.write_table(table, p))
+        return path
+
+    def write_run_summary(self, run_id: str, summary: Mapping[str, Any]) -> Path:
+        """Write ``summary`` (JSON-able values; numpy scalars/arrays are converted) as the run's
+        summary, replacing any earlier one."""
+        path = self.root / "runs" / f"{sanitise(run_id)}.json"
+        text = json.dumps({"run_id": run_id, **summary}, default=_jsonable, indent=1)
+        _atomic_write(path, lambda p: p.write_text(text))
+        return path
+
+
+@dataclass
+class Results:
+    evaluations: pd.DataFrame  # one row per evaluation, schema in the module docstring
+    runs: pd.DataFrame         # summary(evaluations) merged with the summaries the runs wrote
+
+    @property
+    def params(self) -> list[str]:
+        return param_columns(self.evaluations)
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """The parameter columns: those between ``dt`` and ``loss``."""
+    cols = list(df.columns)
+    return cols[cols.index("dt") + 1:cols.index("loss")]
+
+
+def _roles(names: Sequence[str]) -> tuple[list, list, list]:
+    """(params, components, extras) of one stored file, from its column positions."""
+    names = list(names)
+    i_dt, i_loss, i_valid, i_time = (names.index(c) for c in ("dt", "loss", "valid", "time"))
+    return names[i_dt + 1:i_loss], names[i_loss + 1:i_valid], names[i_time + 1:]
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """A run's files, oldest data first: its compacted file, then generations in order."""
+    gens = sorted((int(m.group(1)), f) for f in run_dir.iterdir() if (m := _GEN_FILE.match(f.name)))
+    compacted = [run_dir / _COMPACTED] if (run_dir / _COMPACTED).is_file() else []
+    return compacted + [f for _, f in gens]
+
+
+def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list, list, list]]:
+    """The stored rows of ``files`` (a generation found in several files is taken from the last
+    one), sorted by run and generation; and the (params, components, extras) columns."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        tables = list(pool.map(lambda f: pq.ParquetFile(f).read(), files))
+    roles = ({}, {}, {})
+    for names in dict.fromkeys(tuple(t.column_names) for t in tables):
+        for role, cols in zip(roles, _roles(names)):
+            role.update(dict.fromkeys(cols))
+    tables = [t.append_column("_src", pa.array(np.full(t.num_rows, k))) for k, t in enumerate(tables)]
+    df = pa.concat_tables(tables, promote_options="permissive").to_pandas(
+        types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    df = df[df["_src"] == df.groupby(["run_id", "generation"])["_src"].transform("max")]
+    df = df.sort_values(["run_id", "generation"], kind="stable").drop(columns="_src").reset_index(drop=True)
+    return df, tuple(list(r) for r in roles)
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    ev = root / "evaluations"
+    return sorted(d for d in ev.iterdir() if d.is_dir()) if ev.is_dir() else []
+
+
+def load(path: str | os.PathLike, threads: int = 8) -> Results:
+    """Read an experiment's results (the ``root`` a :class:`ResultsWriter` wrote to) without Ray.
+
+    Rows are sorted by run and evaluation order; ``eval_index`` counts from 0 within each run,
+    ``cum_sims`` adds up ``repeats`` (simulations per evaluation, 1 when absent) and ``cum_wall_s``
+    adds up ``wall_s`` (simulator wall time) in that order."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"{root}: no such results directory")
+    files = [f for d in _run_dirs(root) for f in _run_files(d)]
+    if files:
+        df, (params, comps, extras) = _read(files, threads)
+        df["eval_index"] = df.groupby("run_id", sort=False).cumcount()
+        sims = df["repeats"].fillna(1) if "repeats" in df else pd.Series(1, index=df.index)
+        df["cum_sims"] = sims.astype("int64").groupby(df["run_id"]).cumsum()
+        df["cum_wall_s"] = df["wall_s"].fillna(0.0).groupby(df["run_id"]).cumsum()
+        df = df[list(HEAD) + params + ["loss"] + comps + list(TAIL) + extras]
+    else:
+        df = pd.DataFrame(columns=list(HEAD) + ["loss"] + list(TAIL))
+    written = []
+    for f in sorted((root / "runs").glob("*.json")):
+        try:
+            written.append(json.loads(f.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}: not valid JSON ({e})") from None
+    runs = summary(df)
+    if written:
+        runs = runs.merge(pd.DataFrame(written), on="run_id", how="outer", suffixes=("", "_reported"))
+    return Results(df, runs)
+
+
+def _stamp(f: Path) -> tuple[int, int]:
+    st = f.stat()
+    return st.st_ino, st.st_mtime_ns  # os.replace gives a rewritten file a new inode
+
+
+def compact(path: str | os.PathLike) -> int:
+    """Merge each run's generation files into one ``compacted.parquet`` (written atomically) and
+    delete the generation files it holds, so that loading a large study opens one file per run
+    rather than one per generation (~1 ms each). Returns the number of files deleted.
+
+    Safe while runs are still writing: a generation written after compaction is newer and wins at
+    :func:`load`; a generation file that changed while being compacted is kept. Run one ``compact``
+    at a time per storage path."""
+    removed = 0
+    for run_dir in _run_dirs(Path(path)):
+        files = _run_files(run_dir)
+        gens = [f for f in files if f.name != _COMPACTED]
+        if not gens:
+            continue
+        stamps = {f: _stamp(f) for f in gens}
+        df, (params, comps, extras) = _read(files, threads=1)
+        stored = ([c for c in HEAD if c not in DERIVED] + params + ["loss"] + comps
+                  + [c for c in TAIL if c not in DERIVED] + extras)
+        table = pa.Table.from_pandas(df[stored], preserve_index=False).replace_schema_metadata(None)
+        _atomic_write(run_dir / _COMPACTED, lambda p: pq.write_table(table, p))
+        for f, ns in stamps.items():
+            if _stamp(f) == ns:
+                f.unlink()
+                removed += 1
+    return removed
+
+
+def _top_fidelity(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the highest fidelity of their experiment (the only ones whose losses compare)."""
+    return df[df["fidelity"] == df.groupby("experiment")["fidelity"].transform("max")]
+
+
+def best(df: pd.DataFrame, by: str | Iterable[str] = ("subject", "optimizer")) -> pd.DataFrame:
+    """The best evaluation (lowest loss at the top fidelity; the earliest on ties) of each group of
+    ``by``, as full rows sorted by ``by``. Groups with no finite loss are left out."""
+    by = [by] if isinstance(by, str) else list(by)
+    top = _top_fidelity(df)
+    top = top[np.isfinite(top["loss"].astype(float))]
+    rows = top.sort_values("loss", kind="stable").groupby(by, sort=True).head(1)
+    return rows.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: who it was, how much it cost (``n_evals``, ``n_sims``, ``wall_s``) and its
+    best evaluation (``best_loss``, ``best_eval``, then the parameters of that evaluation)."""
+    ids = ["experiment", "run_id", "mode", "subject", "optimizer", "seed"]
+    params = param_columns(df)
+    if df.empty:
+        return pd.DataFrame(columns=ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params)
+    g = df.groupby("run_id", sort=True)
+    out = g[ids[:1] + ids[2:]].first().join(
+        pd.DataFrame({"n_evals": g.size(), "n_sims": g["cum_sims"].max(), "wall_s": g["cum_wall_s"].max()}))
+    b = best(df, by="run_id").set_index("run_id")
+    b = b[["loss", "eval_index"] + params].rename(columns={"loss": "best_loss", "eval_index": "best_eval"})
+    return out.join(b).reset_index()[ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params]
+
+
+def analyze(df: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
+    """Per subject × optimizer, over seeds (runs):
+
+    - ``best_mean``, ``best_sd``: mean and sample sd (ddof=1) of each run's best loss;
+    - ``n_seeds``; ``reached``: runs that came within ``tol`` of the subject's target, where the
+      target is the best loss found by *any* optimizer on that subject, L*, and "within" means
+      loss <= L* + tol·|L*|;
+    - ``sims_to_target``, ``wall_s_to_target``: median over runs of ``cum_sims`` / ``cum_wall_s``
+      at a run's first evaluation within the target (inf for a run that never got there).
+    Rows are sorted by subject, then best_mean."""
+    cols = ["subject", "optimizer", "n_seeds", "best_mean", "best_sd", "reached", "sims_to_target",
+            "wall_s_to_target"]
+    top = _top_fidelity(df).sort_values(["run_id", "eval_index"], kind="stable")
+    top = top[np.isfinite(top["loss"].astype(float))]
+    if top.empty:
+        return pd.DataFrame(columns=cols)
+    target = top.groupby("subject")["loss"].min()
+    threshold = top["subject"].map(target + tol * target.abs())
+    hits = top[top["loss"] <= threshold].groupby("run_id", sort=False).head(1).set_index("run_id")
+    runs = top.groupby("run_id").agg(subject=("subject", "first"), optimizer=("optimizer", "first"),
+                                     seed=("seed", "first"), best=("loss", "min"))
+    runs["sims"] = hits["cum_sims"].reindex(runs.index).astype(float).fillna(np.inf)
+    runs["wall"] = hits["cum_wall_s"].reindex(runs.index).astype(float).fillna(np.inf)
+    runs["reached"] = np.isfinite(runs["sims"]).astype(int)
+    g = runs.groupby(["subject", "optimizer"])
+    out = pd.DataFrame({"n_seeds": g["seed"].nunique(), "best_mean": g["best"].mean(),
+                        "best_sd": g["best"].std(ddof=1), "reached": g["reached"].sum(),
+                        "sims_to_target": g["sims"].median(), "wall_s_to_target": g["wall"].median()})
+    out = out.reset_index().sort_values(["subject", "best_mean"], kind="stable").reset_index(drop=True)[cols]
+    out.attrs["tol"] = tol
+    return out
+
+
+# ---------------------------------------------------------------------------------------- display
+
+_HEADERS = {"n_seeds": "seeds", "best": "best loss", "reached": "reached", "sims_to_target": "sims→{tol}",
+            "wall_s_to_target": "wall→{tol}", "n_evals": "evals", "n_sims": "sims", "best_loss": "best loss",
+            "best_eval": "at"}
+
+
+def _fmt_seconds(s: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.1f}{unit}"
+    return f"{s:.1f}s" if s >= 1 else f"{s * 1e3:.0f}ms"
+
+
+def _fmt(x, column: str) -> str:
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if math.isinf(x):
+            return "never" if column.endswith("_to_target") else ("inf" if x > 0 else "-inf")
+        if "wall" in column:
+            return _fmt_seconds(float(x))
+        if float(x).is_integer() and abs(x) < 1e9:
+            return str(int(x))
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _shorten(text: str, width: int, head: int) -> str:
+    """``text`` cut to ``width`` characters: its first ``head``, "…", then its end."""
+    if len(text) <= width:
+        return text
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _abbreviate(values: list[str], width: int) -> list[str]:
+    """Cut ``values`` to ``width`` with an ellipsis placed where it keeps the most values apart
+    (subject ids differ at the end, optimizer labels often at the start); centred on ties."""
+    if all(len(v) <= width for v in values):
+        return values
+    best, n_best, n_max = values, -1, len(set(values))
+    for head in sorted(range(width), key=lambda h: abs(h - width // 2)):
+        out = [_shorten(v, width, head) for v in values]
+        if len(set(out)) > n_best:
+            best, n_best = out, len(set(out))
+            if n_best == n_max:
+                break
+    return best
+
+
+def format_table(df: pd.DataFrame, width: int = 80, min_text: int = 8) -> str:
+    """A plain-text table of ``df`` (e.g. :func:`analyze`'s) that fits ``width`` characters.
+
+    ``best_mean``/``best_sd`` become one "mean ± sd" column; numbers get 4 significant digits,
+    wall times a unit, never-reached targets "never"; a repeated first column is blanked. When too
+    wide, the columns wrap into blocks that each repeat the leading text columns (up to 3, the row
+    keys); text is shortened (an ellipsis placed to keep values apart, down to ``min_text``) where
+    the keys would take more than half the width or the keys plus one other column would not fit."""
+    df = df.copy()
+    if {"best_mean", "best_sd"} <= set(df.columns):
+        df.insert(list(df.columns).index("best_mean"), "best", [
+            _fmt(m, "best_mean") + ("" if pd.isna(s) else f" ± {s:.2g}")
+            for m, s in zip(df["best_mean"], df["best_sd"])])
+        df = df.drop(columns=["best_mean", "best_sd"])
+    names = list(df.columns)
+    if not names:
+        return ""
+    tol = f"{df.attrs.get('tol', 0.05):.0%}"
+    headers = [_HEADERS.get(c, c).format(tol=tol) for c in names]
+    cells = [[_fmt(v, c) for v in df[c].tolist()] for c in names]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) or c == "best" for c in names]
+    if cells[0] and not numeric[0]:  # blank repeats of the grouping column
+        cells[0] = [v if i == 0 or v != cells[0][i - 1] else "" for i, v in enumerate(cells[0])]
+    widths = [max([len(h)] + [len(v) for v in col]) for h, col in zip(headers, cells)]
+
+    def total(idx):
+        return sum(widths[i] for i in idx) + 2 * (len(idx) - 1)
+
+    keys = []  # up to 3 leading text columns identify a row in every block
+    while len(keys) < min(3, len(names) - 1) and not numeric[len(keys)]:
+        keys.append(len(keys))
+    rest = [i for i in range(len(names)) if i not in keys]
+
+    def narrowest_block():  # the keys plus the widest other column
+        return max(total(keys + [j]) for j in rest) if rest else total(keys)
+
+    while narrowest_block() > width or total(keys) > width // 2:
+        text = [i for i in range(len(names)) if not numeric[i] and widths[i] > min_text]
+        if not text:
+            break
+        widths[max(text, key=lambda j: widths[j])] -= 1
+    for i in range(len(names)):
+        headers[i] = _shorten(headers[i], widths[i], widths[i] // 2)
+        cells[i] = _abbreviate(cells[i], widths[i])
+    blocks, block = [], list(keys)
+    for i in rest:
+        if len(block) > len(keys) and total(block + [i]) > width:
+            blocks.append(block)
+            block = list(keys)
+        block.append(i)
+    blocks.append(block)
+
+    def line(idx, values):
+        return "  ".join(v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i])
+                         for i, v in zip(idx, values)).rstrip()
+
+    parts = []
+    for idx in blocks:
+        rows = [line(idx, [headers[i] for i in idx]), line(idx, ["-" * widths[i] for i in idx])]
+        rows += [line(idx, [cells[i][r] for i in idx]) for r in range(len(df))]
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)

@@ -1,0 +1,232 @@
+r"""Ask–tell optimizer interface shared by every search family.
+
+An :class:`Optimizer` proposes one *generation* of candidate parameter vectors at a time and is
+told their losses (lower is better)::
+
+    opt = get_optimizer("cmaes", bounds, seed=0, population=32, sigma0=0.25)
+    while not opt.done and opt.n_told < budget:
+        theta = opt.ask()                      # (n, P), inside bounds
+        opt.tell(theta, objective(theta))      # losses (n,), finite
+
+Contract (identical for every family):
+
+* ``bounds`` is a (P, 2) array of ``[lower, upper]`` per parameter with ``lower < upper``.
+  Families that have a natural scale work in the unit box :math:`u \in [0, 1]^P`,
+  :math:`\theta = l (1 - u) + h u`, so that settings such as CMA-ES's ``sigma0`` are
+  fractions of each parameter's range.
+* :meth:`ask` returns ``population`` rows (a grid's last chunk may be shorter), always inside the
+  bounds. Every row of an ask must be told before the next ask (:meth:`tell` may be called several
+  times for one generation); rows are matched to the asked candidates by value (order free), and
+  the backend always receives them in ask order, so the result does not depend on the tell order.
+* :meth:`tell` takes finite losses only; an objective must map failed simulations to a finite
+  worst cost (as :mod:`raybrain.losses` does).
+* Determinism: the same ``seed`` gives the same sequence of asks given the same tells.
+* :attr:`done` is True once the optimizer can propose nothing more (an exhausted grid); budgets
+  are the caller's business.
+* Checkpoints: :meth:`state` returns ``pickle`` bytes of the whole optimizer (backend included);
+  :meth:`Optimizer.from_state` restores it, and the restored object continues exactly as the
+  original would. Like any pickle, only load state you wrote yourself.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pickle
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+__all__ = ["Optimizer", "check_bounds", "require"]
+
+#: Two rows are the same candidate when they differ by at most this much in the unit box.
+MATCH_TOL = 1e-9
+
+
+def check_bounds(bounds) -> np.ndarray:
+    """``bounds`` as a float (P, 2) array with finite ``lower < upper``; ValueError otherwise."""
+    try:
+        b = np.array(bounds, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bounds must be a (P, 2) array of numbers: {exc}") from None
+    if b.ndim != 2 or b.shape[1] != 2 or b.shape[0] < 1:
+        raise ValueError(f"bounds must have shape (P, 2) with P >= 1, got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("bounds must be finite")
+    bad = np.flatnonzero(~(b[:, 0] < b[:, 1]))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"bounds[{i}] = [{b[i, 0]:g}, {b[i, 1]:g}]: lower must be < upper")
+    return b
+
+
+def require(module: str, package: str):
+    """Import an optional backend lazily; ImportError naming the pip package when missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"this optimizer needs the '{package}' package: pip install \"{package}\" "
+                          f"({exc})") from exc
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Optimizer:
+    """Base class: ask–tell over a box, see the module docstring for the contract.
+
+    Subclasses set :attr:`name`, :attr:`defaults` (every accepted setting with its default; any
+    other key is refused) and implement :meth:`_setup`, :meth:`_ask_unit` (or
+    :meth:`_ask_physical`) and :meth:`_tell`.
+
+    Attributes after construction: ``bounds`` (P, 2), ``dim`` (P), ``seed``, ``population``,
+    ``settings`` (defaults merged with the given settings), ``n_asked``, ``n_told``,
+    ``generation`` (number of asks so far), ``best_theta`` (P,) and ``best_loss`` (``inf`` before
+    the first tell).
+    """
+
+    name: ClassVar[str] = ""
+    #: accepted settings and their defaults
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, bounds, seed: int = 0, population: int | None = None, **settings):
+        self.bounds = check_bounds(bounds)
+        self.dim = int(self.bounds.shape[0])
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        if population is None:
+            population = self.default_population(self.dim)
+        if isinstance(population, bool) or not isinstance(population, (int, np.integer)) or population < 1:
+            raise ValueError(f"{self.name}: population must be a positive integer, got {population!r}")
+        self.population = int(population)
+        for key in settings:
+            if key not in self.defaults:
+                known = ", ".join(sorted(self.defaults)) or "none"
+                raise ValueError(f"unknown setting {key!r} for optimizer {self.name!r}"
+                                 f"{_did_you_mean(key, self.defaults)}; accepted settings: {known}")
+        self.settings = {**self.defaults, **settings}
+        self.n_asked = 0
+        self.n_told = 0
+        self.generation = 0
+        self.best_theta: np.ndarray | None = None
+        self.best_loss = float("inf")
+        self._pending: np.ndarray | None = None      # physical rows of the last ask
+        self._left: np.ndarray | None = None         # which of them are not told yet
+        self._setup()
+
+    # -- to implement -------------------------------------------------------------------------
+    @classmethod
+    def default_population(cls, dim: int) -> int:
+        """Population used when none is given."""
+        return 8
+
+    def _setup(self) -> None:
+        """Create the backend (lazy imports here)."""
+
+    def _ask_unit(self) -> np.ndarray:  # pragma: no cover - abstract
+        """One generation in the unit box, shape (n, P)."""
+        raise NotImplementedError
+
+    def _ask_physical(self) -> np.ndarray:
+        """One generation in parameter units; default maps :meth:`_ask_unit` from the unit box."""
+        return self.from_unit(self._ask_unit())
+
+    def _tell(self, index: np.ndarray, losses: np.ndarray) -> None:
+        """Losses of rows ``index`` (ascending) of the last ask."""
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True when the optimizer can propose nothing more."""
+        return False
+
+    def to_unit(self, theta) -> np.ndarray:
+        lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+        return (np.asarray(theta, dtype=np.float64) - lo) / (hi - lo)
+
+    def from_unit(self, u) -> np.ndarray:
+        lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+        u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+        return lo * (1.0 - u) + hi * u
+
+    def ask(self) -> np.ndarray:
+        """The next generation, shape (n, P), every row inside ``bounds``."""
+        if self._left is not None and self._left.any():
+            raise RuntimeError(f"{self.name}: tell() the {int(self._left.sum())} untold candidate(s) "
+                               f"of the previous ask() first")
+        if self.done:
+            raise RuntimeError(f"{self.name}: nothing left to propose (check .done before ask())")
+        theta = np.asarray(self._ask_physical(), dtype=np.float64).reshape(-1, self.dim)
+        theta = np.ascontiguousarray(np.clip(theta, self.bounds[:, 0], self.bounds[:, 1]))
+        self._pending = theta.copy()
+        self._left = np.ones(len(theta), dtype=bool)
+        self.n_asked += len(theta)
+        self.generation += 1
+        return theta
+
+    def tell(self, theta, losses) -> None:
+        """Report ``losses`` (n,) for rows ``theta`` (n, P) of the last :meth:`ask`."""
+        t = np.asarray(theta, dtype=np.float64)
+        if t.ndim == 1 and t.size == self.dim:
+            t = t[None]
+        if t.ndim != 2 or t.shape[1] != self.dim:
+            raise ValueError(f"{self.name}: theta must have shape (n, {self.dim}), got {np.shape(theta)}")
+        y = np.asarray(losses, dtype=np.float64).reshape(-1) if np.ndim(losses) <= 1 else None
+        if y is None or y.shape[0] != t.shape[0]:
+            raise ValueError(f"{self.name}: losses must have shape ({t.shape[0]},) to match theta, "
+                             f"got {np.shape(losses)}")
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            raise ValueError(f"{self.name}: losses[{int(bad[0])}] = {y[bad[0]]} is not finite; "
+                             f"map failed evaluations to a finite worst loss")
+        if self._pending is None:
+            raise RuntimeError(f"{self.name}: tell() before any ask()")
+        index = self._match(t)
+        order = np.argsort(index, kind="stable")
+        index, y = index[order], y[order]
+        self._tell(index, y)
+        self._left[index] = False
+        self.n_told += len(index)
+        if len(y):
+            k = int(np.argmin(y))
+            if y[k] < self.best_loss:
+                self.best_loss = float(y[k])
+                self.best_theta = self._pending[index[k]].copy()
+
+    def state(self) -> bytes:
+        """Checkpoint: ``pickle`` bytes of the whole optimizer (see :meth:`from_state`)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_state(cls, data: bytes) -> "Optimizer":
+        """Restore an optimizer from :meth:`state` bytes (trusted input only: it is a pickle)."""
+        obj = pickle.loads(data)
+        if not isinstance(obj, cls):
+            raise ValueError(f"state holds a {type(obj).__name__}, not a {cls.__name__}")
+        return obj
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, seed={self.seed}, "
+                f"population={self.population}, settings={self.settings})")
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _match(self, t: np.ndarray) -> np.ndarray:
+        """Index into the last ask of each row of ``t``; each outstanding row at most once."""
+        span = self.bounds[:, 1] - self.bounds[:, 0]
+        left = np.flatnonzero(self._left)
+        # fast path: exactly the outstanding rows, in ask order
+        if len(t) == len(left) and np.all(np.abs(t - self._pending[left]) <= MATCH_TOL * span):
+            return left.copy()
+        free = self._left.copy()
+        out = np.empty(len(t), dtype=np.int64)
+        for i, row in enumerate(t):
+            close = free & np.all(np.abs(self._pending - row) <= MATCH_TOL * span, axis=1)
+            hit = np.flatnonzero(close)
+            if not hit.size:
+                raise ValueError(f"{self.name}: theta[{i}] = {np.array2string(row, precision=6)} is not an "
+                                 f"untold candidate of the last ask()")
+            out[i] = hit[0]
+            free[hit[0]] = False
+        return out
