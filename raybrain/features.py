@@ -163,7 +163,8 @@ def _sliding_max(a, window: int):
 #: bytes of working memory per chunk of candidates in the window-FC computation
 _WFC_CHUNK_BYTES = 256 * 2**20
 #: a window's one-pass moments are trusted while sum (x - shift)^2 <= _WFC_KAPPA * sum (x - mean)^2
-#: (rounding error <= about window * eps * _WFC_KAPPA relative); other windows are recomputed directly
+#: for every region (relative rounding error below about window * eps * _WFC_KAPPA); other
+#: windows are recomputed directly
 _WFC_KAPPA = 1e3
 
 
@@ -182,62 +183,60 @@ def _window_fc_chunk(x, window: int, step: int, out_dtype):
     M = N * (N - 1) // 2
     C = 2 * N + M
     starts = np.arange(W) * step
-    k = starts // L  # block holding each window's first TR
-    o = starts - k * L  # the window's offset in that block; part B is empty when o = 0
     first = np.concatenate([[0], np.cumsum(np.arange(N - 1, 0, -1))]).astype(int)  # row of (i, i+1)
 
-    y = xp.zeros((b, N, nb * L), dtype=dt)
-    y[:, :, :T] = xp.swapaxes(x, -1, -2)
-    yb = y.reshape(b, N, nb, L)
+    xt = xp.zeros((b, N, nb * L), dtype=dt)
+    xt[:, :, :T] = xp.swapaxes(x, -1, -2)
+    xb = xt.reshape(b, N, nb, L)
     count = xp.asarray(np.minimum(L, T - L * np.arange(nb)).astype(np.float64), dtype=dt)
-    a = xp.sum(yb, axis=-1) / count  # (b, N, nb): block means, the shifts a_k
-    yb -= a[..., None]
-    y[:, :, T:] = 0  # the padding stays exactly zero
+    a = xp.sum(xb, axis=-1) / count  # (b, N, nb): block means, the shifts a_k
+    pad = T - (nb - 1) * L  # real TRs in the last block
 
     def moments(v):
-        """Per-TR moments about the block shift: y_i, y_i^2, y_i y_j (i < j, triu order)."""
-        z = xp.empty((b, C, nb, L), dtype=dt)
-        zf = z.reshape(b, C, nb * L)
-        zf[:, :N] = v
-        xp.multiply(v, v, out=zf[:, N:2 * N])
+        """Per-TR moments of v (b, N, ...): v_i, v_i^2, v_i v_j (i < j, triu order): (b, C, ...)."""
+        z = xp.empty((b, C) + v.shape[2:], dtype=dt)
+        z[:, :N] = v
+        xp.multiply(v, v, out=z[:, N:2 * N])
         for i in range(N - 1):
             r0 = 2 * N + first[i]
-            xp.multiply(v[:, i:i + 1], v[:, i + 1:], out=zf[:, r0:r0 + N - 1 - i])
+            xp.multiply(v[:, i:i + 1], v[:, i + 1:], out=z[:, r0:r0 + N - 1 - i])
         return z
 
-    z = moments(y)
-    # pre[t] = sum over [block start, t) (0 at a block start; one extra all-zero block at the end)
-    pre = xp.zeros((b, C, nb + 1, L), dtype=dt)
-    pre[:, :, :nb, 1:] = xp.cumsum(z[..., :-1], axis=-1)
-    pre = pre.reshape(b, C, (nb + 1) * L)
-    # suf[nb L - 1 - t] = sum over [t, block end]: running sums of the time-reversed series,
-    # whose blocks are the same blocks reversed
-    z = moments(xp.ascontiguousarray(xp.flip(y, axis=-1)))
-    del y, yb
-    suf = xp.cumsum(z, axis=-1).reshape(b, C, nb * L)
+    # part A of a window: running sums to the end of block k of y = x - a_k, taken on the
+    # time-reversed series (whose blocks are the same blocks, reversed):
+    # suf[nb L - 1 - t] = sum over [t, end of t's block]
+    y = xb - a[..., None]
+    y[:, :, -1, pad:] = 0  # the padding stays exactly zero
+    z = moments(xp.ascontiguousarray(xp.flip(y.reshape(b, N, nb * L), axis=-1)))
+    suf = xp.cumsum(z.reshape(b, C, nb, L), axis=-1).reshape(b, C, nb * L)
     del z
-    # part A = [s, (k+1)L) in block k; part B = [(k+1)L, s + window) in block k+1, empty if o = 0
+    # part B: running sums from the start of block k+1 of y = x - a_k (the previous block's shift,
+    # so that both parts of a window share one shift): pre[t] = sum over [start of t's block, t),
+    # exclusive (0 at a block start), via moments of y delayed by one TR within each block; one
+    # extra all-zero block at the end
+    y = xb - xp.concatenate([a[..., :1], a[..., :-1]], axis=-1)[..., None]
+    y[:, :, -1, pad:] = 0
+    yd = xp.zeros((b, N, nb + 1, L), dtype=dt)
+    yd[:, :, :nb, 1:] = y[..., :-1]
+    del y, xt, xb
+    z = moments(yd)  # (b, C, nb + 1, L)
+    del yd
+    pre = xp.cumsum(z, axis=-1).reshape(b, C, (nb + 1) * L)
+    del z
+    # window [s, s + window) = [s, end of block k] + [start of block k+1, s + window) (may be empty)
     stop = nb * L - 2 - starts[-1]
     A = suf[..., nb * L - 1:(stop if stop >= 0 else None):-step]  # (b, C, W)
-    Bm = pre[..., window:starts[-1] + window + 1:step]  # exactly 0 where o = 0
-    nA = xp.asarray((L - o).astype(np.float64), dtype=dt)
-    nB = xp.asarray(o.astype(np.float64), dtype=dt)
-    aA = a[..., xp.asarray(k)]  # (b, N, W)
-    aB = a[..., xp.asarray(np.minimum(k + 1, nb - 1))]
-    SA, SB = A[:, :N], Bm[:, :N]
-    mA = SA / nA  # part means relative to each part's shift
-    mB = SB / xp.maximum(nB, 1)
-    d = (aB - aA) + (mB - mA)  # difference of the two parts' means
-    fd = (nA * nB / window) * d
-    # centred sums of squares and cross-products: C = C_A + C_B + (n_A n_B / n) d d^T
-    q = A[:, N:2 * N] + Bm[:, N:2 * N]  # sums of squares about the shifts
-    ss = (A[:, N:2 * N] - SA * mA) + (Bm[:, N:2 * N] - SB * mB) + fd * d
+    Bm = pre[..., window:starts[-1] + window + 1:step]  # exactly 0 for a window = one block
+    S = A[:, :N] + Bm[:, :N]  # sums of x - a_k over the window
+    m = S / window
+    q = A[:, N:2 * N] + Bm[:, N:2 * N]  # sums of squares about a_k
+    ss = q - S * m  # centred sums of squares
     sd = xp.sqrt(xp.maximum(ss, 0))
     # zero variance as in fc(): sd <= tol sqrt(window) max_t |x| over the window; exactly
     # constant windows are caught by their range (their one-pass variance is round-off)
-    xt = xp.swapaxes(x, -1, -2)
-    hi = _sliding_max(xt, window)[..., ::step]  # (b, N, W)
-    lo = -_sliding_max(-xt, window)[..., ::step]
+    xs = xp.swapaxes(x, -1, -2)
+    hi = _sliding_max(xs, window)[..., ::step]  # (b, N, W)
+    lo = -_sliding_max(-xs, window)[..., ::step]
     const = hi == lo
     scale = xp.maximum(xp.abs(hi), xp.abs(lo))
     tol = 1e-12 if out_dtype == xp.float64 else 1e2 * float(xp.finfo(out_dtype).eps)
@@ -249,10 +248,8 @@ def _window_fc_chunk(x, window: int, step: int, out_dtype):
             p = slice(first[i], first[i] + N - 1 - i)  # pairs (i, j > i)
             r = slice(2 * N + p.start, 2 * N + p.stop)
             rows = c[:, p]
-            xp.multiply(SA[:, i:i + 1], mA[:, i + 1:], out=rows)
-            xp.subtract(A[:, r], rows, out=rows)  # C_A
-            rows += Bm[:, r] - SB[:, i:i + 1] * mB[:, i + 1:]  # + C_B
-            rows += fd[:, i:i + 1] * d[:, i + 1:]
+            xp.add(A[:, r], Bm[:, r], out=rows)
+            rows -= S[:, i:i + 1] * m[:, i + 1:]  # centred cross-products
             rows /= sd[:, i:i + 1] * sd[:, i + 1:]
     del pre, suf, A, Bm
     c = xp.clip(c, -1.0, 1.0, out=c).astype(out_dtype, copy=False)
@@ -295,23 +292,22 @@ def window_fc_upper(bold, window: int, step: int):
     Computed without revisiting each window's samples, in O(T N^2 + W N^2) rather than
     O(W window N^2): time is cut into blocks of ``window`` TRs, so a window is the suffix of one
     block plus a prefix of the next (the van Herk 1992 / Gil & Werman 1993 sliding-window trick).
-    Within block k the series are shifted by the block mean a_k, and running prefix and suffix
-    sums of y = x - a_k, y_i^2 and y_i y_j (i < j) are taken along time, in float64. For each
-    part P of a window (n_P TRs, shift a_P, sums S_P, Q_P) the centred moments are
-    C_P,ij = Q_P,ij - S_P,i S_P,j / n_P, and the two parts merge exactly with the pairwise update
-    of Chan, Golub & LeVeque (1979)::
+    With a_k the mean of block k, running sums of y = x - a_k, y_i^2 and y_i y_j (i < j) are
+    taken along time in float64: backwards to the end of each block, and forwards from the start
+    of block k+1 (still about a_k). For a window starting in block k, these give the sums over the
+    window of y = x - a_k, S_i = sum_t y_ti and Q_ij = sum_t y_ti y_tj, and::
 
-        C_ij = C_A,ij + C_B,ij + (n_A n_B / n) d_i d_j,   d = (a_B + S_B / n_B) - (a_A + S_A / n_A)
+        C_ij = Q_ij - S_i S_j / window              (centred cross-products)
         FC_ij = C_ij / sqrt(C_ii C_jj)
 
-    Every sum runs over at most ``window`` TRs of block-centred data, so there is none of the
-    cancellation that cumulative sums over the whole series (or a large offset) would cause. The
-    one-pass step C = Q - S S / n is still ill-conditioned when a window's mean is far from its
-    block's mean relative to its spread; a window where sum_t (x - a)^2 > 1e3 sum_t (x - mean)^2
-    for some region (a near-constant region, a steep drift) is recomputed directly, so the result
-    equals the direct per-window correlation to float rounding everywhere. Candidates are
-    processed in chunks so that the working memory (about 3 (T + window)(2N + N(N-1)/2) floats
-    per candidate) stays bounded.
+    Every sum runs over at most ``window`` TRs of data centred on a nearby block mean, so there is
+    none of the cancellation that cumulative sums over the whole series (or a large offset) would
+    cause. The one-pass step C = Q - S S / n is still ill-conditioned when a window's mean is far
+    from a_k relative to its spread; a window where Q_ii > 1e3 C_ii for some region (a nearly
+    constant region, a steep drift) is recomputed directly, so the result equals the direct
+    per-window correlation to float rounding everywhere (about 1e-14 for float64 BOLD).
+    Candidates are processed in chunks so that the working memory (about
+    3 (T + window)(2N + N(N-1)/2) + W N(N-1)/2 floats per candidate) stays bounded.
     """
     xp = array_module(bold)
     v = _window_fc_t(bold, window, step)

@@ -45,6 +45,11 @@ class NevergradOptimizer(Optimizer):
         param = ng.p.Array(shape=(self.dim,), lower=0.0, upper=1.0)
         param.random_state = np.random.RandomState(self.seed)
         self._ng = self._configured(ng)(parametrization=param, budget=None, num_workers=self.population)
+        # CMA, DE and PSO propose from their own state, never from nevergrad's archive of every
+        # told point; capping it keeps the checkpointed state (and its pickling) small
+        from nevergrad.optimization.utils import Pruning
+
+        self._ng.pruning = Pruning(min_len=10, max_len=2 * self.population)
         self._cands: list = []
 
     def _ask_unit(self) -> np.ndarray:
