@@ -257,9 +257,20 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         if os.environ.get("RAYBRAIN_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"raybrain: error: {msg}", file=sys.stderr)
+        print(f"raybrain: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: Exception) -> str:
+    """The error as one line; a config error names its file and every offending key path."""
+    from .experiment import ConfigError
+
+    if isinstance(e, ConfigError) and e.errors:
+        msg = "; ".join(f"{p}: {m}" if p else m for p, m in e.errors)
+        msg = f"{e.source}: {msg}" if e.source else msg
+    else:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return " ".join(msg.split("\n"))
 
 
 if __name__ == "__main__":  # pragma: no cover

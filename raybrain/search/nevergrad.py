@@ -49,7 +49,7 @@ class NevergradOptimizer(Optimizer):
         # told point; capping it keeps the checkpointed state (and its pickling) small
         from nevergrad.optimization.utils import Pruning
 
-        self._ng.pruning = Pruning(min_len=10, max_len=2 * self.population)
+        self._ng.pruning = Pruning(min_len=10, max_len=max(2 * self.population, 30))  # max_len > min_len
         self._cands: list = []
 
     def _ask_unit(self) -> np.ndarray:

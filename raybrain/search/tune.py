@@ -197,16 +197,23 @@ def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int
 
 
 def tune_scheduler(name: str, fids):
+    """Tune's scheduler ``name`` over simulated seconds, with the fidelities' durations as rungs.
+
+    ``hyperband`` is asynchronous HyperBand (ASHA run over ``len(fids)`` brackets, Li et al. 2020):
+    Tune's synchronous ``HyperBandScheduler`` pauses trials until their bracket is complete and,
+    with a concurrency-limited searcher and trials that end by themselves at ``max_t``, can leave a
+    trial paused forever (``Tuner.fit`` never returns; seen with Ray 2.60 + BayesOptSearch)."""
     from ray.tune import schedulers as S
 
     kw = dict(time_attr="sim_seconds")  # metric and mode come from the TuneConfig
+    rf = max(2, round(fids[-1].duration / fids[0].duration) ** (1 / max(1, len(fids) - 1)))
     if name == "fifo":
         return S.FIFOScheduler()
     if name == "asha":
-        return S.ASHAScheduler(max_t=fids[-1].duration, grace_period=fids[0].duration,
-                               reduction_factor=max(2, round(fids[-1].duration / fids[0].duration) ** (1 / max(1, len(fids) - 1))), **kw)
+        return S.ASHAScheduler(max_t=fids[-1].duration, grace_period=fids[0].duration, reduction_factor=rf, **kw)
     if name == "hyperband":
-        return S.HyperBandScheduler(max_t=fids[-1].duration, **kw)
+        return S.AsyncHyperBandScheduler(max_t=fids[-1].duration, grace_period=fids[0].duration,
+                                         reduction_factor=rf, brackets=len(fids), **kw)
     if name == "median":
         return S.MedianStoppingRule(grace_period=fids[0].duration, **kw)
     raise ValueError(f"unknown scheduler {name!r}")
