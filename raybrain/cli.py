@@ -26,6 +26,12 @@ def _parse_param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"--param {k}: {v!r} is not a number") from None
 
 
+def _ray_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run an experiment (run, resume)."""
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="raybrain", description="Personalised whole-brain models: simulate, fit, compare.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -34,15 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every (subject, optimizer, seed) of an experiment config on Ray Tune and "
                        "write one results dataframe under its storage path; prints the analysis at the end.")
     r.add_argument("config", help="experiment config (YAML), e.g. experiments/quickstart.yaml")
-    r.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
-    r.add_argument("--quiet", action="store_true", help="no progress line")
+    _ray_options(r)
 
     rs = sub.add_parser("resume", help="resume an interrupted experiment",
                         description="Resume an experiment from its results directory (storage/name); completed "
                         "evaluations are kept, none is recorded twice.")
     rs.add_argument("path", help="the experiment's results directory")
-    rs.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
-    rs.add_argument("--quiet", action="store_true", help="no progress line")
+    _ray_options(rs)
 
     an = sub.add_parser("analyze", help="best loss per optimizer per subject",
                         description="Best loss per optimizer per subject (mean ± sd over seeds), and the "

@@ -183,12 +183,12 @@ def _bundled() -> dict[str, dict]:
 
 def _resolve_bundled(name: str) -> str:
     """Full bundled name of ``name`` (``"101309"`` → ``"hcp/101309"``) or a ValueError."""
+    from .data.bundled import resolve_name
+
+    full = resolve_name(name)
+    if full is not None:
+        return full
     rows = _bundled()
-    if name in rows:
-        return name
-    by_id = [n for n in rows if n.split("/", 1)[1] == name]
-    if len(by_id) == 1:
-        return by_id[0]
     raise ValueError(f"unknown bundled subject {name!r}{_did_you_mean(name, list(rows) + list(DATASET_KEYS))}")
 
 

@@ -50,13 +50,20 @@ def list_subjects(dataset: str | None = None) -> list[str]:
     return [n for n, d in zip(names, b["dataset"]) if str(d) == dataset]
 
 
-def _resolve(name: str) -> str:
+def resolve_name(name: str) -> str | None:
+    """The full bundled name of ``name`` (``"101309"`` → ``"hcp/101309"``), or None if unknown."""
     names = list_subjects()
     if name in names:
         return name
     by_id = [n for n in names if n.split("/", 1)[1] == name]
-    if len(by_id) == 1:
-        return by_id[0]
+    return by_id[0] if len(by_id) == 1 else None
+
+
+def _resolve(name: str) -> str:
+    full = resolve_name(name)
+    if full is not None:
+        return full
+    names = list_subjects()
     hint = difflib.get_close_matches(name, names + list(DATASETS), n=3, cutoff=0.5)
     msg = f"name: unknown bundled subject {name!r}"
     if hint:
