@@ -7,16 +7,23 @@ model's own equations (:func:`raybrain.models.rww.currents_and_rates`,
 :func:`~raybrain.models.rww.gating_drift`, :func:`raybrain.hemodynamics.bw_step`), inlined with
 vectorisable maths in float32 (:mod:`raybrain._fastmath`) or libm in float64, and is held to the
 array reference of :mod:`raybrain.integrate` by ``tests/test_integrate.py`` on the same noise.
+
+Compiling a kernel variant takes ~10 s, so the variants persist on disk across processes (every
+Ray worker would otherwise pay it again): :mod:`raybrain._kernel_cache` writes each variant (kind
+x dtype x tile width x uniform flags) as a generated module and caches its compiled code, bit for
+bit the code compiled in-process. Where: ``$RAYBRAIN_CACHE_DIR`` (empty: off), else
+``$XDG_CACHE_HOME/raybrain/kernels`` or ``~/.cache/raybrain/kernels``; stale files (another
+source hash) are never read; the directory may be deleted at any time.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-import numba
-
-from ._fastmath import exp32, lane_matmul, log32, phi32, phi64, sincos_turns32
 from . import hemodynamics, random
+from ._fastmath import exp32, lane_matmul, log32, phi32, phi64, sincos_turns32
+from ._kernel_cache import build_kernel
 from .models import rww
 from .random import GOLDEN
 
@@ -375,22 +382,25 @@ def make_tiles(subject_index, lanes: int):
             np.asarray(real, dtype=np.bool_).reshape(-1, lanes))
 
 
-_KERNELS = {}
+_KERNELS = {}  # in-process memo: (dtype, lanes, uniform) or dtype -> dispatcher
 
 
 def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER)):
     """The compiled lane-tiled fused rWW kernel for ``dtype``, ``lanes`` batch elements per tile and
-    the pattern ``uniform`` of batch-wide parameters (one compilation per pattern)."""
+    the pattern ``uniform`` of batch-wide parameters (one compilation per pattern, then loaded from
+    the on-disk cache in other processes: see the module docstring)."""
     key = (np.dtype(dtype).name, int(lanes), tuple(bool(u) for u in uniform))
     if key not in _KERNELS:
         if key[0] == "float32":
-            _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 16 else 8, phi32, exp32, log32,
-                                                   _halves32, _box_muller32, True, key[2])
+            args = dict(BT=key[1], R=4 if key[1] >= 16 else 8, phi=phi32, exp=exp32, log=log32,
+                        halves=_halves32, box_muller=_box_muller32, fastmath=True, uniform=key[2])
         elif key[0] == "float64":
-            _KERNELS[key] = _make_tiled_rww_kernel(key[1], 4 if key[1] >= 8 else 8, phi64, _exp64, _log64,
-                                                   _halves64, _box_muller64, False, key[2])
+            args = dict(BT=key[1], R=4 if key[1] >= 8 else 8, phi=phi64, exp=_exp64, log=_log64,
+                        halves=_halves64, box_muller=_box_muller64, fastmath=False, uniform=key[2])
         else:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        name = f"rww_tiled_{key[0]}_l{key[1]}_u{''.join('1' if u else '0' for u in key[2])}"
+        _KERNELS[key] = build_kernel(_make_tiled_rww_kernel, name, args)
     return _KERNELS[key]
 
 
@@ -438,13 +448,15 @@ def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_ind
 
 
 def rww_kernel(dtype):
-    """The compiled single-element fused rWW kernel for ``float32`` (fast maths) or ``float64`` (libm)."""
+    """The compiled single-element fused rWW kernel for ``float32`` (fast maths) or ``float64`` (libm),
+    cached on disk like :func:`tiled_rww_kernel`."""
     key = np.dtype(dtype).name
     if key not in _KERNELS:
         if key == "float32":
-            _KERNELS[key] = _make_rww_kernel(phi32, exp32, log32, _halves32, _box_muller32, True)
+            args = dict(phi=phi32, exp=exp32, log=log32, halves=_halves32, box_muller=_box_muller32, fastmath=True)
         elif key == "float64":
-            _KERNELS[key] = _make_rww_kernel(phi64, _exp64, _log64, _halves64, _box_muller64, False)
+            args = dict(phi=phi64, exp=_exp64, log=_log64, halves=_halves64, box_muller=_box_muller64, fastmath=False)
         else:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        _KERNELS[key] = build_kernel(_make_rww_kernel, f"rww_{key}", args)
     return _KERNELS[key]
