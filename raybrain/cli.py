@@ -170,38 +170,6 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-class _Progress:
-    """One status line every few seconds, from what the runs have written (fits 80 columns)."""
-
-    def __init__(self, root, n_runs: int, every: float = 5.0):
-        import threading
-
-        self.root, self.n_runs, self.every = Path(root), n_runs, every
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.t0 = __import__("time").perf_counter()
-
-    def line(self) -> str:
-        import time as _t
-
-        gens = list((self.root / "evaluations").glob("*/gen-*.parquet"))
-        done = len(list((self.root / "runs").glob("*.json")))
-        el = _t.perf_counter() - self.t0
-        return f"[{int(el) // 60:3d}m{int(el) % 60:02d}s] runs done {done}/{self.n_runs} | record files {len(gens)}"
-
-    def _loop(self):
-        while not self.stop.wait(self.every):
-            print(self.line()[:79], flush=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=1)
-
-
 def _run(cfg, args, resume: bool) -> int:
     from . import results as R
     from .search.tune import run_experiment
@@ -212,10 +180,12 @@ def _run(cfg, args, resume: bool) -> int:
     if args.quiet:
         root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
     else:
-        with _Progress(root, n_runs):
+        from .progress import Progress
+
+        with Progress(root, cfg):
             root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
     res = R.load(root)
-    print(R.format_table(R.analyze(res.evaluations), width=80))
+    print(R.format_table(R.analyze(res.evaluations, truth=res.truth), width=80))
     print(f"results: {root} ({len(res.evaluations)} evaluations); raybrain analyze {root}")
     if errors:
         print(f"raybrain: {errors} trial(s) failed; see {root / 'tune'}; 'raybrain resume {root}' retries them",
@@ -245,7 +215,7 @@ def _cmd_analyze(args) -> int:
     from . import results as R
 
     res = R.load(args.path)
-    table = R.analyze(res.evaluations)
+    table = R.analyze(res.evaluations, truth=res.truth)
     print(R.format_table(table, width=80))
     if args.csv:
         table.to_csv(args.csv, index=False)

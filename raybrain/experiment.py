@@ -26,12 +26,30 @@ training subjects (mean FC, pooled FCD; :func:`raybrain.data.group_average`), na
 Budget
 ------
 ``budget.evaluations`` counts candidate evaluations per run (a candidate simulated ``repeats``
-times with different noise counts once); ``budget.wall_s`` optionally stops a run earlier.
+times with different noise counts once; under successive halving, a candidate counts once whatever
+rung it reaches); ``budget.wall_s`` optionally stops a run earlier. A grid without
+``points_per_dim`` takes the most points per parameter that fit the budget.
+
+Multi-fidelity
+--------------
+``simulation.fidelities`` ascend (longer and/or finer). A population-mode optimizer with
+``successive_halving: true`` (or ``{eta: 3}``; default η = 2) runs each generation as successive
+halving over them (:mod:`raybrain.search.halving`); a trial-mode optimizer with ``scheduler:
+asha`` (``hyperband``, ``median``) lets Tune stop trials at the rungs. Otherwise only the last
+fidelity is used.
+
+Validation and test
+-------------------
+After the search, each run's ``validation.top`` best distinct training candidates (default 5;
+0 skips this) are re-simulated with fresh noise at ``simulation.validation`` (default: the last
+fidelity) on the validation targets, and the winner (lowest mean validation loss) on the test
+targets (Zhang et al. 2024). Under ``subjects.split`` the targets are the validation and test
+subjects (their group averages with ``group: true``); without a split, validation is the run's
+own subject again with fresh noise, and there is no test.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
 import math
@@ -47,10 +65,13 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
+from ._text import did_you_mean as _did_you_mean
+
 __all__ = [
     "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject",
     "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
-    "SimulationConfig", "OptimizerConfig", "BudgetConfig", "ResourcesConfig", "known_optimizers",
+    "SimulationConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "BudgetConfig",
+    "ResourcesConfig", "known_optimizers",
     "sanitise",
 ]
 
@@ -83,13 +104,6 @@ class _At(ValueError):
         super().__init__(message)
 
 
-def _did_you_mean(word: str, choices) -> str:
-    choices = [str(c) for c in choices]
-    lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {lower[close[0]]!r}?)"
-    return f" (choose from {', '.join(choices)})" if len(choices) <= 12 else ""
 
 
 def _join(base: str, rel: str) -> str:
@@ -497,6 +511,19 @@ class SimulationConfig(_Section):
             return "numpy"
 
 
+class HalvingConfig(_Section):
+    """Successive halving inside a population run: the best ``ceil(P / eta**k)`` reach rung k."""
+
+    eta: float = 2.0
+
+    @field_validator("eta")
+    @classmethod
+    def _eta(cls, v):
+        if not (math.isfinite(v) and v > 1):
+            raise ValueError(f"eta must be > 1 (the factor the candidates shrink by per rung), got {v!r}")
+        return v
+
+
 class OptimizerConfig(_Section):
     """One optimizer entry: ``name`` is a key of ``raybrain.search.OPTIMIZERS``; ``population``
     is the generation size (population mode) or the number of concurrent trials (trial mode)."""
@@ -507,7 +534,7 @@ class OptimizerConfig(_Section):
     population: PositiveInt = 16
     settings: dict[str, Any] = Field(default_factory=dict)
     scheduler: Literal["fifo", "asha", "hyperband", "median"] = "fifo"
-    successive_halving: bool = False
+    successive_halving: Optional[HalvingConfig] = None  # true → {eta: 2}; false → None
 
     @field_validator("name")
     @classmethod
@@ -515,6 +542,17 @@ class OptimizerConfig(_Section):
         names = known_optimizers()
         if v not in names:
             raise ValueError(f"unknown optimizer {v!r}{_did_you_mean(v, names)}")
+        return v
+
+    @field_validator("successive_halving", mode="before")
+    @classmethod
+    def _halving(cls, v):
+        if v is True:
+            return {}
+        if v is False or v is None:
+            return None
+        if not isinstance(v, dict):
+            raise ValueError(f"must be true, false or a mapping like {{eta: 3}}, got {v!r}")
         return v
 
     @field_validator("label")
@@ -529,7 +567,7 @@ class OptimizerConfig(_Section):
         if self.mode == "population" and self.scheduler != "fifo":
             raise _At("scheduler", f"scheduler {self.scheduler!r} applies to mode 'trial'; in population "
                       "mode use successive_halving: true")
-        if self.mode == "trial" and self.successive_halving:
+        if self.mode == "trial" and self.successive_halving is not None:
             raise _At("successive_halving", "applies to mode 'population'; in trial mode use "
                       "scheduler: asha (or hyperband, median)")
         try:  # the registry checks setting names (values are checked when the optimizer is built)
@@ -547,6 +585,27 @@ class OptimizerConfig(_Section):
     def key(self) -> str:
         """The label (default: the name)."""
         return self.label or self.name
+
+    @property
+    def halving_eta(self) -> float | None:
+        """η of successive halving, or None when it is off."""
+        return self.successive_halving.eta if self.successive_halving is not None else None
+
+
+class ValidationConfig(_Section):
+    """The held-out phases: ``top`` best distinct training candidates of each run re-simulated on
+    the validation targets (0: none), ``repeats`` noise realisations each (default
+    ``simulation.repeats``)."""
+
+    top: int = 5
+    repeats: Optional[PositiveInt] = None
+
+    @field_validator("top")
+    @classmethod
+    def _top(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0 (0 skips validation and test), got {v}")
+        return v
 
 
 class BudgetConfig(_Section):
@@ -592,6 +651,7 @@ class ExperimentConfig(_Section):
     budget: BudgetConfig
     seeds: Union[list[int], int] = Field(default_factory=lambda: [0])
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     _cache: dict = PrivateAttr(default_factory=dict)  # built subjects and truths, never pickled
 
@@ -715,11 +775,19 @@ class ExperimentConfig(_Section):
                                   "lengthen the duration or shorten simulation.window") from None
         # schedulers need more than one fidelity
         for i, o in enumerate(self.optimizers):
-            if (o.scheduler in ("asha", "hyperband", "median") or o.successive_halving) and len(sim.fidelities) < 2:
-                key, what = (("successive_halving", "successive halving") if o.successive_halving
+            if (o.scheduler in ("asha", "hyperband", "median") or o.halving_eta) and len(sim.fidelities) < 2:
+                key, what = (("successive_halving", "successive halving") if o.halving_eta
                              else ("scheduler", f"scheduler {o.scheduler}"))
                 raise _At(f"optimizers[{i}].{key}", f"{what} needs at least 2 simulation.fidelities "
                           "(simulated duration is the resource it allocates)")
+        for i, o in enumerate(self.optimizers):
+            if o.name == "grid" and "points_per_dim" in o.settings:
+                k = o.settings["points_per_dim"]
+                size = int(np.prod(np.broadcast_to(np.asarray(k, dtype=object), (len(par.names),)), dtype=object))
+                if size > self.budget.evaluations:
+                    raise _At(f"optimizers[{i}].settings.points_per_dim",
+                              f"a grid of {size} points exceeds budget.evaluations = {self.budget.evaluations}; "
+                              "lower points_per_dim (or leave it out: the budget then sets it) or raise the budget")
         ids = [r.run_id for r in self.runs()]
         dup = {x for x in ids if ids.count(x) > 1}
         if dup:
@@ -769,6 +837,31 @@ class ExperimentConfig(_Section):
         if self.subjects.group:
             return [GROUP + ("/train" if self.subjects.split is not None else "")]
         return self.subjects.part("train")
+
+    def holdout_targets(self, part: str, subject: str) -> list[str]:
+        """The targets a run fitted on ``subject`` is re-simulated on in phase ``part``
+        (``"validation"`` or ``"test"``); see the module docstring."""
+        if part not in ("validation", "test"):
+            raise ValueError(f"part must be 'validation' or 'test', got {part!r}")
+        if self.validation.top == 0:
+            return []
+        split = self.subjects.split
+        if split is None or not getattr(split, part):
+            return [subject] if part == "validation" else []
+        return [f"{GROUP}/{part}"] if self.subjects.group else self.subjects.part(part)
+
+    def optimizer_settings(self, opt: "OptimizerConfig", dim: int) -> dict[str, Any]:
+        """``opt.settings`` completed from the experiment: a grid without ``points_per_dim`` gets
+        the most points per parameter whose grid fits ``budget.evaluations``."""
+        out = dict(opt.settings)
+        if opt.name == "grid" and "points_per_dim" not in out:
+            k = max(1, int(math.floor(self.budget.evaluations ** (1.0 / max(dim, 1)) + 1e-9)))
+            out["points_per_dim"] = k
+        return out
+
+    def truths(self) -> dict[str, dict[str, float]]:
+        """Known parameters of the synthetic training targets: ``{subject: {name: value}}``."""
+        return {n: self.true_params(n) for n in self.targets() if self.true_params(n) is not None}
 
     def runs(self) -> list[RunSpec]:
         """Targets × optimizers × seeds, in that nesting order."""

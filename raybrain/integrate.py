@@ -133,6 +133,15 @@ class SimState:
                         c(self.acc), c(self.keys), {k: c(v) for k, v in self.sums.items()},
                         self.n_summed, c(self.diverged))
 
+    def take(self, index) -> "SimState":
+        """The state of batch elements ``index`` only (a host copy), e.g. the survivors of a
+        successive-halving rung; their noise keys come along, so they continue exactly as they
+        would have in the full batch."""
+        index = np.asarray(index, dtype=np.int64)
+        s = self.to_numpy()
+        return SimState(s.step, tuple(a[index] for a in s.neural), tuple(a[index] for a in s.hemo), s.acc[index],
+                        s.keys[index], {k: v[index] for k, v in s.sums.items()}, s.n_summed, s.diverged[index])
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """A flat dict of NumPy arrays (for ``np.savez`` checkpoints)."""
         s = self.to_numpy()

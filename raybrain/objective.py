@@ -75,12 +75,13 @@ class Objective:
             self.window if needs_fcd else None, self.step if needs_fcd else None)
 
     def simulation(self, theta, *, seed: int | None = None, repeats: int = 1, first_stream: int = 0,
-                   duration: float | None = None, state=None) -> Simulation:
+                   duration: float | None = None, state=None, candidates=None) -> Simulation:
         """The batched :class:`Simulation` of ``theta`` (B·repeats runs, candidate-major), not yet run.
 
-        Noise streams are ``first_stream + b·repeats + r`` for independent noise and ``r`` for
-        common random numbers, so a candidate's result does not depend on the rest of the batch.
-        Pass ``state`` to continue a stopped simulation (multi-fidelity, checkpoints).
+        Noise streams are ``first_stream + c_b·repeats + r`` for independent noise and ``r`` for
+        common random numbers, where ``c_b`` is candidate ``b``'s number (``candidates``, default
+        ``arange(B)``), so a candidate's result does not depend on the rest of the batch. Pass
+        ``state`` to continue a stopped simulation (multi-fidelity, checkpoints).
         """
         theta = self.parametrisation.check(theta)
         B, R = theta.shape[0], int(repeats)
@@ -94,7 +95,10 @@ class Objective:
         if settings.noise == "common":
             streams = np.tile(np.arange(R), B)
         else:
-            streams = first_stream + np.arange(B * R)
+            c = np.arange(B) if candidates is None else np.asarray(candidates, dtype=np.int64).reshape(-1)
+            if c.shape != (B,) or (c.size and c.min() < 0):
+                raise ValueError(f"candidates must be {B} non-negative candidate numbers, got {candidates!r}")
+            streams = (first_stream + c[:, None] * R + np.arange(R)).ravel()
         return Simulation(self.model, self.sc, params, settings, batch=B * R, streams=streams, state=state)
 
     def score(self, theta, bold, result, repeats: int = 1, wall_s: float = 0.0) -> list[dict[str, Any]]:

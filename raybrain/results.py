@@ -2,25 +2,36 @@
 
 Layout under an experiment's storage path ``root``::
 
-    root/evaluations/<run>/gen-000000.parquet   one file per (run, generation)
-    root/evaluations/<run>/compacted.parquet    many generations, after compact() (optional)
-    root/runs/<run>.json                         run-level summary written by the run
+    root/evaluations/<run>/gen-000000-f0.parquet     training: one file per (run, generation, fidelity)
+    root/evaluations/<run>/validation-000000.parquet held-out re-simulation: one per validation target
+    root/evaluations/<run>/test-000000.parquet       the winner on each test target
+    root/evaluations/<run>/compacted.parquet         many files, after compact() (optional)
+    root/runs/<run>.json                             run-level summary written by the run
 
 Many Tune trials (one per (subject, optimizer, seed) run, possibly on different nodes of a shared
 file system) write at once. Nothing is shared between writers: a file's name is a function of
-``(run_id, generation)`` alone, and it is written to a temporary name and moved into place with
+``(run_id, phase, generation, fidelity)`` alone, and it is written to a temporary name and moved into place with
 ``os.replace``, so a reader never sees half a file and a generation evaluated again after a resume
 replaces its file instead of adding rows. The columns that depend on a run's history
 (``eval_index``, ``cum_sims``, ``cum_wall_s``) are derived by :func:`load`, not stored, so they stay
 right whichever generations were rewritten.
+
+``phase`` is ``"train"`` for the search's own evaluations, ``"validation"`` for the best training
+candidates re-simulated with fresh noise on the validation targets, ``"test"`` for the winner on the
+test targets (the train/validation/test protocol of Zhang et al. 2024); held-out rows carry the
+target they were simulated on in ``subject``, ``fidelity`` -1 (the validation fidelity; ``duration``
+and ``dt`` say which) and ``source_eval``, the ``eval_index`` of the training evaluation they
+re-simulate. A multi-fidelity generation (successive halving, ASHA rungs) writes one file per rung;
+a row that continued an earlier rung's simulation has ``new_sims`` 0.
 
 Column order (the schema): ``HEAD``, one column per parameter, ``loss``, the loss components,
 ``TAIL``, then any other record fields (``rate_min``, ``repeats``, ``sim_seconds``…). Parameters are
 the columns between ``dt`` and ``loss`` (:func:`param_columns`).
 
 Losses at different fidelities (simulated duration, dt) are not comparable, so :func:`best`,
-:func:`summary` and :func:`analyze` rank only evaluations at the experiment's highest fidelity;
-the cost columns (``cum_sims``, ``cum_wall_s``) count every evaluation, cheap fidelities included.
+:func:`summary` and :func:`analyze` rank only training evaluations at the experiment's highest
+fidelity; the cost columns (``cum_sims``, ``cum_wall_s``) count every evaluation, cheap fidelities
+and held-out re-simulations included.
 :func:`load` needs pandas and pyarrow only (no Ray).
 """
 from __future__ import annotations
@@ -43,21 +54,25 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-HEAD = ("experiment", "run_id", "mode", "subject", "optimizer", "seed", "eval_index", "generation",
+HEAD = ("experiment", "run_id", "mode", "phase", "subject", "optimizer", "seed", "eval_index", "generation",
         "fidelity", "duration", "dt")
 TAIL = ("valid", "diverged", "plausible", "rate_mean", "ei_ratio", "wall_s", "cum_sims", "cum_wall_s",
         "node", "time")
 META_KEYS = ("mode", "subject", "optimizer", "seed", "fidelity", "duration", "dt")
 DERIVED = ("eval_index", "cum_sims", "cum_wall_s")  # computed by load(), not stored
-KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds")
+KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds", "new_sims", "source_eval")
+PHASES = ("train", "validation", "test")
 
-_TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(), "subject": pa.string(),
+_TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(), "phase": pa.string(),
+          "subject": pa.string(), "new_sims": pa.int64(), "source_eval": pa.int64(),
           "optimizer": pa.string(), "seed": pa.int64(), "generation": pa.int64(), "fidelity": pa.int64(),
           "duration": pa.float64(), "dt": pa.float64(), "loss": pa.float64(), "valid": pa.bool_(),
           "diverged": pa.bool_(), "plausible": pa.bool_(), "rate_mean": pa.float64(),
           "ei_ratio": pa.float64(), "wall_s": pa.float64(), "node": pa.string(),
           "time": pa.timestamp("ms", tz="UTC")}
-_GEN_FILE = re.compile(r"^gen-(\d+)\.parquet$")
+_GEN_FILE = re.compile(r"^(gen|validation|test)-(\d+)(?:-f(\d+))?\.parquet$")
+_PREFIX = {"train": "gen", "validation": "validation", "test": "test"}
+_KEY = ["run_id", "phase", "generation", "fidelity"]  # one file per key; the newest file wins
 _COMPACTED = "compacted.parquet"
 
 
@@ -103,15 +118,25 @@ class ResultsWriter:
         self.root = Path(root)
         self.experiment = str(experiment)
 
-    def path(self, run_id: str, generation: int) -> Path:
-        return self.root / "evaluations" / sanitise(run_id) / f"gen-{int(generation):06d}.parquet"
+    def path(self, run_id: str, generation: int, fidelity: int = 0, phase: str = "train") -> Path:
+        """The file of one (run, phase, generation, fidelity): training files are per rung
+        (``gen-000003-f1.parquet``), held-out ones per target (``validation-000000.parquet``)."""
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        name = f"{_PREFIX[phase]}-{int(generation):06d}"
+        if phase == "train":
+            if isinstance(fidelity, bool) or not isinstance(fidelity, (int, np.integer)) or fidelity < 0:
+                raise ValueError(f"training records need a fidelity index >= 0, got {fidelity!r}")
+            name += f"-f{int(fidelity)}"
+        return self.root / "evaluations" / sanitise(run_id) / f"{name}.parquet"
 
     def write_generation(self, run_id: str, generation: int, records: Sequence[Mapping[str, Any]],
                          meta: Mapping[str, Any]) -> Path:
-        """Write the records of one generation (in evaluation order) as one parquet file, replacing
-        any earlier file of the same (run, generation).
+        """Write the records of one generation (in evaluation order) at one fidelity as one parquet
+        file, replacing any earlier file of the same (run, phase, generation, fidelity).
 
-        ``meta`` needs ``mode, subject, optimizer, seed, fidelity, duration, dt``; optional ``params``
+        ``meta`` needs ``mode, subject, optimizer, seed, fidelity, duration, dt``; optional ``phase``
+        (default ``"train"``; held-out phases take fidelity -1), ``params``
         (parameter names, default: the record keys before ``"loss"``, which is the order
         ``Objective.evaluate`` produces), ``components`` (default: the remaining keys that are not
         standard columns) and ``node`` (default: this host's name)."""
@@ -135,8 +160,10 @@ class ResultsWriter:
             comps = [k for k in keys if k not in standard and k not in KNOWN_EXTRAS]
         extras = [k for k in keys if k not in standard and k not in comps]
 
+        phase = meta.get("phase", "train")
+        path = self.path(run_id, generation, meta["fidelity"], phase)
         n = len(records)
-        const = {"experiment": self.experiment, "run_id": run_id, "generation": int(generation),
+        const = {"experiment": self.experiment, "run_id": run_id, "generation": int(generation), "phase": phase,
                  **{k: meta[k] for k in META_KEYS}, "node": meta.get("node") or socket.gethostname(),
                  "time": datetime.now(timezone.utc)}
         stored_head = [c for c in HEAD if c not in DERIVED]
@@ -152,7 +179,6 @@ class ResultsWriter:
                 raise ValueError(f"run {run_id!r} generation {generation}: column {c!r} has values "
                                  f"that do not fit {typ or 'one type'}: {e}") from None
         table = pa.table(columns)
-        path = self.path(run_id, generation)
         _atomic_write(path, lambda p: pq.write_table(table, p))
         return path
 
@@ -169,6 +195,7 @@ class ResultsWriter:
 class Results:
     evaluations: pd.DataFrame  # one row per evaluation, schema in the module docstring
     runs: pd.DataFrame         # summary(evaluations) merged with the summaries the runs wrote
+    truth: dict | None = None  # synthetic targets' known parameters and the bounds (truth.json)
 
     @property
     def params(self) -> list[str]:
@@ -188,16 +215,21 @@ def _roles(names: Sequence[str]) -> tuple[list, list, list]:
     return names[i_dt + 1:i_loss], names[i_loss + 1:i_valid], names[i_time + 1:]
 
 
+_ORDER = {"gen": 0, "validation": 1, "test": 2}
+
+
 def _run_files(run_dir: Path) -> list[Path]:
-    """A run's files, oldest data first: its compacted file, then generations in order."""
-    gens = sorted((int(m.group(1)), f) for f in run_dir.iterdir() if (m := _GEN_FILE.match(f.name)))
+    """A run's files, oldest data first: its compacted file, then training generations and rungs
+    in order, then the held-out files."""
+    gens = sorted(((_ORDER[m.group(1)], int(m.group(2)), int(m.group(3) or 0)), f) for f in run_dir.iterdir()
+                  if (m := _GEN_FILE.match(f.name)))
     compacted = [run_dir / _COMPACTED] if (run_dir / _COMPACTED).is_file() else []
     return compacted + [f for _, f in gens]
 
 
 def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list, list, list]]:
-    """The stored rows of ``files`` (a generation found in several files is taken from the last
-    one), sorted by run and generation; and the (params, components, extras) columns."""
+    """The stored rows of ``files`` (a (run, phase, generation, fidelity) found in several files is
+    taken from the last one), in evaluation order; and the (params, components, extras) columns."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
         tables = list(pool.map(lambda f: pq.ParquetFile(f).read(), files))
     roles = ({}, {}, {})
@@ -207,8 +239,13 @@ def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list
     tables = [t.append_column("_src", pa.array(np.full(t.num_rows, k))) for k, t in enumerate(tables)]
     df = pa.concat_tables(tables, promote_options="permissive").to_pandas(
         types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
-    df = df[df["_src"] == df.groupby(["run_id", "generation"])["_src"].transform("max")]
-    df = df.sort_values(["run_id", "generation"], kind="stable").drop(columns="_src").reset_index(drop=True)
+    if "phase" not in df:
+        df.insert(list(df.columns).index("mode") + 1, "phase", "train")
+    df["phase"] = df["phase"].fillna("train")
+    df = df[df["_src"] == df.groupby(_KEY)["_src"].transform("max")]
+    df["_order"] = df["phase"].map({p: i for i, p in enumerate(PHASES)})
+    df = df.sort_values(["run_id", "_order", "generation", "fidelity"], kind="stable")
+    df = df.drop(columns=["_src", "_order"]).reset_index(drop=True)
     return df, tuple(list(r) for r in roles)
 
 
@@ -220,22 +257,15 @@ def _run_dirs(root: Path) -> list[Path]:
 def load(path: str | os.PathLike, threads: int = 8) -> Results:
     """Read an experiment's results (the ``root`` a :class:`ResultsWriter` wrote to) without Ray.
 
-    Rows are sorted by run and evaluation order; ``eval_index`` counts from 0 within each run,
-    ``cum_sims`` adds up ``repeats`` (simulations per evaluation, 1 when absent) and ``cum_wall_s``
-    adds up ``wall_s`` (simulator wall time) in that order."""
+    Rows are sorted by run and evaluation order (training generations and their rungs, then the
+    held-out phases); ``eval_index`` counts from 0 within each run, ``cum_sims`` adds up the
+    simulations each evaluation started (``new_sims``; else ``repeats``; else 1: a rung that continued
+    an earlier simulation starts none) and ``cum_wall_s`` adds up ``wall_s`` (simulator wall time)
+    in that order."""
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"{root}: no such results directory")
-    files = [f for d in _run_dirs(root) for f in _run_files(d)]
-    if files:
-        df, (params, comps, extras) = _read(files, threads)
-        df["eval_index"] = df.groupby("run_id", sort=False).cumcount()
-        sims = df["repeats"].fillna(1) if "repeats" in df else pd.Series(1, index=df.index)
-        df["cum_sims"] = sims.astype("int64").groupby(df["run_id"]).cumsum()
-        df["cum_wall_s"] = df["wall_s"].fillna(0.0).groupby(df["run_id"]).cumsum()
-        df = df[list(HEAD) + params + ["loss"] + comps + list(TAIL) + extras]
-    else:
-        df = pd.DataFrame(columns=list(HEAD) + ["loss"] + list(TAIL))
+    df = _evaluations([f for d in _run_dirs(root) for f in _run_files(d)], threads)
     written = []
     for f in sorted((root / "runs").glob("*.json")):
         try:
@@ -245,7 +275,61 @@ def load(path: str | os.PathLike, threads: int = 8) -> Results:
     runs = summary(df)
     if written:
         runs = runs.merge(pd.DataFrame(written), on="run_id", how="outer", suffixes=("", "_reported"))
-    return Results(df, runs)
+    truth = _read_truth(root)
+    if truth and not runs.empty:
+        runs["recovery_err"] = recovery_error(runs, truth)
+    return Results(df, runs, truth)
+
+
+def _evaluations(files: Sequence[Path], threads: int = 8) -> pd.DataFrame:
+    """The evaluations stored in ``files``, with the derived columns (see :func:`load`)."""
+    if not files:
+        return pd.DataFrame(columns=list(HEAD) + ["loss"] + list(TAIL))
+    df, (params, comps, extras) = _read(files, threads)
+    df["eval_index"] = df.groupby("run_id", sort=False).cumcount()
+    sims = df["repeats"].fillna(1) if "repeats" in df else pd.Series(1, index=df.index)
+    if "new_sims" in df:
+        sims = df["new_sims"].astype("Float64").fillna(sims.astype("Float64"))
+    df["cum_sims"] = sims.astype("int64").groupby(df["run_id"]).cumsum()
+    df["cum_wall_s"] = df["wall_s"].fillna(0.0).groupby(df["run_id"]).cumsum()
+    return df[list(HEAD) + params + ["loss"] + comps + list(TAIL) + extras]
+
+
+def load_run(path: str | os.PathLike, run_id: str, threads: int = 4) -> pd.DataFrame:
+    """The evaluations of one run (as :func:`load` gives them; empty when it wrote none)."""
+    d = Path(path) / "evaluations" / sanitise(run_id)
+    return _evaluations(_run_files(d) if d.is_dir() else [], threads)
+
+
+def _read_truth(root: Path) -> dict | None:
+    f = root / "truth.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e})") from None
+
+
+def recovery_error(runs: pd.DataFrame, truth: Mapping[str, Any]) -> pd.Series:
+    r"""Parameter recovery of each run on a synthetic target (Griffiths et al. 2022): the RMS over
+    parameters of the best training candidate's distance to the true value, in units of the search
+    range, :math:`\sqrt{\tfrac1P \sum_j ((\hat\theta_j - \theta_j^*) / (u_j - l_j))^2}`
+    (0: exact, ~0.4: no better than a random point). NaN for runs on other targets."""
+    bounds = truth.get("bounds", {})
+    out = pd.Series(np.nan, index=runs.index, dtype=float)
+    for subject, params in truth.get("params", {}).items():
+        rows = runs["subject"] == subject
+        if not rows.any():
+            continue
+        names = [n for n in params if n in runs.columns and n in bounds]
+        if not names:
+            continue
+        est = runs.loc[rows, names].astype(float).to_numpy()
+        true = np.array([params[n] for n in names], dtype=float)
+        width = np.array([bounds[n][1] - bounds[n][0] for n in names], dtype=float)
+        out[rows] = np.sqrt(np.mean(((est - true) / width) ** 2, axis=1))
+    return out
 
 
 def _stamp(f: Path) -> tuple[int, int]:
@@ -280,9 +364,34 @@ def compact(path: str | os.PathLike) -> int:
     return removed
 
 
+def _train(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["phase"] == "train"] if "phase" in df else df
+
+
 def _top_fidelity(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows at the highest fidelity of their experiment (the only ones whose losses compare)."""
+    """Training rows at the highest fidelity of their experiment (the only ones whose losses compare)."""
+    df = _train(df)
     return df[df["fidelity"] == df.groupby("experiment")["fidelity"].transform("max")]
+
+
+def holdout(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run, the held-out phases: ``val_loss`` (the lowest, over the re-simulated candidates, of
+    a candidate's loss averaged over the validation targets), ``winner_eval`` (that candidate's
+    training ``eval_index``) and ``test_loss`` (the winner's loss averaged over the test targets).
+    Empty when no run has a validation phase."""
+    cols = ["run_id", "val_loss", "winner_eval", "test_loss"]
+    if "phase" not in df or "source_eval" not in df:
+        return pd.DataFrame(columns=cols)
+    val = df[df["phase"] == "validation"]
+    if val.empty:
+        return pd.DataFrame(columns=cols)
+    per = val.groupby(["run_id", "source_eval"], sort=True)["loss"].mean().reset_index()
+    win = per.sort_values(["run_id", "loss", "source_eval"], kind="stable").groupby("run_id").head(1)
+    out = win.rename(columns={"loss": "val_loss", "source_eval": "winner_eval"}).set_index("run_id")
+    test = df[df["phase"] == "test"].groupby("run_id")["loss"].mean()
+    out["test_loss"] = test.reindex(out.index)
+    out["winner_eval"] = out["winner_eval"].astype("int64")
+    return out.reset_index()[cols]
 
 
 def best(df: pd.DataFrame, by: str | Iterable[str] = ("subject", "optimizer")) -> pd.DataFrame:
@@ -296,21 +405,29 @@ def best(df: pd.DataFrame, by: str | Iterable[str] = ("subject", "optimizer")) -
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: who it was, how much it cost (``n_evals``, ``n_sims``, ``wall_s``) and its
-    best evaluation (``best_loss``, ``best_eval``, then the parameters of that evaluation)."""
+    """One row per run: who it was (``subject`` is the fitted target), how much it cost
+    (``n_evals`` training evaluations; ``n_sims``, ``wall_s`` over every phase), its best training
+    evaluation (``best_loss``, ``best_eval``, then the parameters of that evaluation) and, where
+    the run has held-out phases, ``val_loss``, ``winner_eval``, ``test_loss`` (:func:`holdout`)."""
     ids = ["experiment", "run_id", "mode", "subject", "optimizer", "seed"]
     params = param_columns(df)
+    cols = ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params
     if df.empty:
-        return pd.DataFrame(columns=ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params)
+        return pd.DataFrame(columns=cols)
     g = df.groupby("run_id", sort=True)
-    out = g[ids[:1] + ids[2:]].first().join(
-        pd.DataFrame({"n_evals": g.size(), "n_sims": g["cum_sims"].max(), "wall_s": g["cum_wall_s"].max()}))
+    out = _train(df).groupby("run_id", sort=True)[ids[:1] + ids[2:]].first().join(
+        pd.DataFrame({"n_evals": _train(df).groupby("run_id").size(), "n_sims": g["cum_sims"].max(),
+                      "wall_s": g["cum_wall_s"].max()}))
     b = best(df, by="run_id").set_index("run_id")
     b = b[["loss", "eval_index"] + params].rename(columns={"loss": "best_loss", "eval_index": "best_eval"})
-    return out.join(b).reset_index()[ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params]
+    out = out.join(b).reset_index()[cols]
+    h = holdout(df)
+    if not h.empty:
+        out = out.merge(h, on="run_id", how="left")
+    return out
 
 
-def analyze(df: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
+def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Per subject × optimizer, over seeds (runs):
 
     - ``best_mean``, ``best_sd``: mean and sample sd (ddof=1) of each run's best loss;
@@ -318,7 +435,12 @@ def analyze(df: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
       target is the best loss found by *any* optimizer on that subject, L*, and "within" means
       loss <= L* + tol·|L*|;
     - ``sims_to_target``, ``wall_s_to_target``: median over runs of ``cum_sims`` / ``cum_wall_s``
-      at a run's first evaluation within the target (inf for a run that never got there).
+      at a run's first evaluation within the target (inf for a run that never got there);
+    - where runs have held-out phases (:func:`holdout`): ``val_mean`` and ``test_mean``, the mean
+      over runs of the winner's validation and test losses (fresh noise: free of the optimism of
+      a best-of-many training loss);
+    - given ``truth`` (:attr:`Results.truth`, synthetic targets): ``recovery``, the mean over runs
+      of :func:`recovery_error` of each run's best candidate.
     Rows are sorted by subject, then best_mean."""
     cols = ["subject", "optimizer", "n_seeds", "best_mean", "best_sd", "reached", "sims_to_target",
             "wall_s_to_target"]
@@ -338,6 +460,20 @@ def analyze(df: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
     out = pd.DataFrame({"n_seeds": g["seed"].nunique(), "best_mean": g["best"].mean(),
                         "best_sd": g["best"].std(ddof=1), "reached": g["reached"].sum(),
                         "sims_to_target": g["sims"].median(), "wall_s_to_target": g["wall"].median()})
+    h = holdout(df).set_index("run_id")
+    if not h.empty:
+        runs = runs.join(h[["val_loss", "test_loss"]])
+        g = runs.groupby(["subject", "optimizer"])
+        for col, src in (("val_mean", "val_loss"), ("test_mean", "test_loss")):
+            if runs[src].notna().any():
+                out[col] = g[src].mean()
+                cols.append(col)
+    if truth:
+        b = best(df, by="run_id").set_index("run_id")
+        runs["recovery"] = recovery_error(b, truth).reindex(runs.index)
+        if runs["recovery"].notna().any():
+            out["recovery"] = runs.groupby(["subject", "optimizer"])["recovery"].mean()
+            cols.append("recovery")
     out = out.reset_index().sort_values(["subject", "best_mean"], kind="stable").reset_index(drop=True)[cols]
     out.attrs["tol"] = tol
     return out
@@ -347,7 +483,7 @@ def analyze(df: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
 
 _HEADERS = {"n_seeds": "seeds", "best": "best loss", "reached": "reached", "sims_to_target": "sims→{tol}",
             "wall_s_to_target": "wall→{tol}", "n_evals": "evals", "n_sims": "sims", "best_loss": "best loss",
-            "best_eval": "at"}
+            "best_eval": "at", "val_mean": "val loss", "test_mean": "test loss"}
 
 
 def _fmt_seconds(s: float) -> str:

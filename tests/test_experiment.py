@@ -160,6 +160,14 @@ BAD = [
      r"^subjects\.synthetic\[0\]\.name: subject name 'hcp/101309' is already used"),
     (_set(["subjects", "synthetic"], [{"name": "syn", "from_subject": "hcp/1"}]),
      r"^subjects\.synthetic\[0\]\.from_subject: unknown bundled subject 'hcp/1'"),
+    (_set(["optimizers", 0, "successive_halving"], {"eta": 1.0}),
+     r"^optimizers\[0\]\.successive_halving\.eta: .*eta must be > 1"),
+    (_set(["optimizers", 0, "successive_halving"], {"eta": 3, "rungs": 2}),
+     r"^optimizers\[0\]\.successive_halving\.rungs: unknown key"),
+    (_set(["optimizers", 0], {"name": "grid", "settings": {"points_per_dim": 9}}),
+     r"^optimizers\[0\]\.settings\.points_per_dim: a grid of 81 points exceeds budget\.evaluations = 64"),
+    (_set(["validation"], {"top": -1}), r"^validation\.top: .*must be >= 0"),
+    (_set(["validation"], {"tpo": 3}), r"^validation\.tpo: unknown key \(did you mean 'top'\?\)"),
 ]
 
 
@@ -351,3 +359,38 @@ def test_config_pickles_without_its_subject_cache_and_round_trips(quickstart_dic
     assert again.runs() == cfg.runs()
     dumped = ExperimentConfig.model_validate(cfg.model_dump())
     assert dumped.runs() == cfg.runs() and dumped.simulation == cfg.simulation
+
+
+def test_successive_halving_eta_and_grid_points_from_the_budget(quickstart_dict):
+    d = copy.deepcopy(quickstart_dict)
+    d["optimizers"] = [{"name": "cmaes", "successive_halving": True},
+                       {"name": "de", "successive_halving": {"eta": 3}},
+                       {"name": "grid"}, {"name": "random"}]
+    cfg = ExperimentConfig.model_validate(d)
+    assert [o.halving_eta for o in cfg.optimizers] == [2.0, 3.0, None, None]
+    # budget 64 over 2 parameters: 8 x 8; a budget of 63 gives 7 x 7
+    assert cfg.optimizer_settings(cfg.optimizers[2], 2) == {"points_per_dim": 8}
+    d["budget"]["evaluations"] = 63
+    cfg = ExperimentConfig.model_validate(d)
+    assert cfg.optimizer_settings(cfg.optimizers[2], 2) == {"points_per_dim": 7}
+    assert cfg.optimizer_settings(cfg.optimizers[0], 2) == {}
+
+
+def test_holdout_targets_follow_the_split_and_the_group(quickstart_dict):
+    d = copy.deepcopy(quickstart_dict)
+    cfg = ExperimentConfig.model_validate(d)
+    assert cfg.holdout_targets("validation", "hcp/101309") == ["hcp/101309"]  # no split: itself, fresh noise
+    assert cfg.holdout_targets("test", "hcp/101309") == []
+    d["subjects"] = {"ids": ["hcp"], "split": {"train": ["101309", "102311"], "validation": ["102816"],
+                                               "test": ["131217", "211619"]}}
+    cfg = ExperimentConfig.model_validate(d)
+    assert cfg.holdout_targets("validation", "hcp/101309") == ["hcp/102816"]
+    assert cfg.holdout_targets("test", "hcp/102311") == ["hcp/131217", "hcp/211619"]
+    d["subjects"]["group"] = True
+    cfg = ExperimentConfig.model_validate(d)
+    assert cfg.targets() == ["group/train"]
+    assert cfg.holdout_targets("validation", "group/train") == ["group/validation"]
+    assert cfg.holdout_targets("test", "group/train") == ["group/test"]
+    d["validation"] = {"top": 0}
+    cfg = ExperimentConfig.model_validate(d)
+    assert cfg.holdout_targets("validation", "group/train") == [] == cfg.holdout_targets("test", "group/train")

@@ -82,7 +82,7 @@ def test_rewritten_generation_replaces_not_duplicates(tmp_path):
     assert not df.duplicated(["run_id", "eval_index"]).any()
     assert df["cum_sims"].iloc[-1] == 12
     assert sorted(p.name for p in w.path(rid, 0).parent.iterdir() if not p.name.startswith(".")) == \
-        [f"gen-{g:06d}.parquet" for g in range(3)]
+        [f"gen-{g:06d}-f0.parquet" for g in range(3)]
 
 
 def test_compact_keeps_the_same_frame_and_newer_rewrites_win(tmp_path):

@@ -7,11 +7,12 @@ broadcasts against ``(B, N)``.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from .._text import did_you_mean as _did_you_mean
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,6 @@ class Model:
         return "\n".join(rows)
 
 
-def _did_you_mean(name: str, choices) -> str:
-    choices = [str(c) for c in choices]
-    lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
-    return f" (did you mean {lower[close[0]]!r}?)" if close else f" (choose from {', '.join(choices)})"
 
 
 def broadcast_param(name: str, value, batch: int, n: int, xp=np, dtype=np.float64):

@@ -29,12 +29,13 @@ Contract (identical for every family):
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import pickle
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
+
+from .._text import did_you_mean as _did_you_mean
 
 __all__ = ["Optimizer", "check_bounds", "require"]
 
@@ -68,9 +69,6 @@ def require(module: str, package: str):
                           f"({exc})") from exc
 
 
-def _did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Optimizer:

@@ -10,14 +10,21 @@
   Tune's schedulers (FIFO, ASHA, HyperBand, median stopping). A trial simulates in chunks up to
   each fidelity's duration (simulated seconds are the resource), reports its loss after each and
   checkpoints its simulator state, so ASHA stops poor candidates early and a stopped trial
-  resumes instead of restarting.
+  resumes instead of restarting. Trials are numbered in suggestion order (``trial_index``), which
+  names their record files and their noise streams, so a run is reproducible from its seed.
+
+After the search, a third stage (**holdout**, one Tune trial per run) re-simulates each run's best
+training candidates with fresh noise on the validation targets and the winner on the test targets
+(:meth:`raybrain.experiment.ExperimentConfig.holdout_targets`).
 
 Ray 2.60: report with ``ray.tune.report(metrics, checkpoint=...)``; configs from ``ray.tune``.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import shutil
 import tempfile
 import time
 from functools import lru_cache
@@ -54,9 +61,16 @@ def noise_seed(seed: int, generation: int) -> int:
     return int(seed) * 1_000_003 + int(generation)
 
 
-def _meta(spec, fidelity: int, fid, params) -> dict:
-    return {"mode": spec.mode, "subject": spec.subject, "optimizer": spec.optimizer.key, "seed": spec.seed,
-            "fidelity": int(fidelity), "duration": float(fid.duration), "dt": float(fid.dt), "params": list(params)}
+def holdout_seed(seed: int, phase: str, target: int) -> int:
+    """Noise seed of a held-out phase (fresh noise: never a training generation's seed)."""
+    h = hashlib.blake2b(f"raybrain/{int(seed)}/{phase}/{int(target)}".encode(), digest_size=7).digest()
+    return int.from_bytes(h, "little")
+
+
+def _meta(spec, fidelity: int, fid, params, phase: str = "train", subject: str | None = None) -> dict:
+    return {"mode": spec.mode, "phase": phase, "subject": subject or spec.subject, "optimizer": spec.optimizer.key,
+            "seed": spec.seed, "fidelity": int(fidelity), "duration": float(fid.duration), "dt": float(fid.dt),
+            "params": list(params)}
 
 
 def _report(metrics: dict, state: dict):
@@ -85,31 +99,45 @@ def population_trainable(config: dict) -> None:
     from . import get_optimizer
     from .base import Optimizer
 
+    from .halving import successive_halving, told_losses
+
     cfg = _config(config["experiment"])
     spec = _spec(cfg, config["run_id"])
-    fidelity = len(cfg.simulation.fidelities) - 1
-    fid = cfg.simulation.fidelities[fidelity]
-    objective = _objective(config["experiment"], spec.subject, fidelity)
-    par = objective.parametrisation
+    fids = cfg.simulation.fidelities
+    top = len(fids) - 1
+    eta = spec.optimizer.halving_eta
+    rungs = range(len(fids)) if eta else [top]
+    objectives = [_objective(config["experiment"], spec.subject, k) for k in rungs]
+    par = objectives[-1].parametrisation
     writer = ResultsWriter(config["results"], cfg.name)
     saved = _restore()
     if saved:
         opt = Optimizer.from_state(saved["optimizer"])
         generation, n_evals, wall = saved["generation"], saved["n_evals"], saved["wall_s"]
     else:
-        opt = get_optimizer(spec.optimizer.name, par.bounds, seed=spec.seed,
-                            population=spec.optimizer.population, **spec.optimizer.settings)
+        opt = get_optimizer(spec.optimizer.name, par.bounds, seed=spec.seed, population=spec.optimizer.population,
+                            **cfg.optimizer_settings(spec.optimizer, len(par.names)))
         generation, n_evals, wall = 0, 0, 0.0
     repeats = cfg.simulation.repeats
     budget, wall_budget = cfg.budget.evaluations, cfg.budget.wall_s
     while n_evals < budget and not opt.done and (wall_budget is None or wall < wall_budget):
         t0 = time.perf_counter()
         theta = opt.ask()
-        records = objective.evaluate(theta, seed=noise_seed(spec.seed, generation), repeats=repeats,
-                                     first_stream=n_evals * repeats)
-        opt.tell(theta, np.array([r["loss"] for r in records]))
-        writer.write_generation(spec.run_id, generation, records, _meta(spec, fidelity, fid, par.names))
-        n_evals += len(records)
+        seed = noise_seed(spec.seed, generation)
+        if eta:
+            scored = successive_halving(objectives, theta, eta=eta, seed=seed, repeats=repeats,
+                                        first_stream=n_evals * repeats)
+            opt.tell(theta, told_losses(scored, len(theta)))
+        else:
+            records = objectives[0].evaluate(theta, seed=seed, repeats=repeats, first_stream=n_evals * repeats)
+            for r in records:
+                r["new_sims"] = repeats
+            opt.tell(theta, np.array([r["loss"] for r in records]))
+            scored = [_Rung(top, records)]
+        for rung in scored:
+            writer.write_generation(spec.run_id, generation, rung.records,
+                                    _meta(spec, rung.fidelity, fids[rung.fidelity], par.names))
+        n_evals += len(theta)
         generation += 1
         wall += time.perf_counter() - t0
         _report({METRIC: float(opt.best_loss), "evaluations": n_evals, "generation": generation},
@@ -120,43 +148,107 @@ def population_trainable(config: dict) -> None:
         "best": dict(zip(par.names, map(float, opt.best_theta))) if opt.best_theta is not None else None})
 
 
+class _Rung:
+    def __init__(self, fidelity: int, records: list):
+        self.fidelity, self.records = fidelity, records
+
+
 # -- trial mode -------------------------------------------------------------------------------
 def trial_trainable(config: dict) -> None:
-    """One candidate: simulate up to each fidelity's duration, report the loss, checkpoint."""
+    """One candidate: simulate up to each fidelity's duration, report the loss, checkpoint.
+
+    A rung with the same dt as the one below continues the simulation; a finer dt starts afresh."""
     from ray import tune
 
     from ..integrate import SimState
     from ..results import ResultsWriter
+    from ._tune_searchers import INDEX
 
-    cfg = _config(config["experiment"])
+    text = config["experiment"]
+    cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
-    top = len(fids) - 1
-    objective = _objective(config["experiment"], spec.subject, top)
-    par = objective.parametrisation
+    par = _objective(text, spec.subject, len(fids) - 1).parametrisation
     theta = np.array([[float(config[n]) for n in par.names]])
-    # the trial's number within its run: Tune's trial id suffix (decimal counter or hex hash; unique
-    # within the run and kept across a restore), used as the record file and the noise stream
-    trial_no = int(tune.get_context().get_trial_id().rsplit("_", 1)[-1], 16)
+    # the trial's number within its run: stamped by the searcher wrapper, else Tune's counter
+    # (BasicVariantGenerator names trials <prefix>_00000, _00001, …); names its records and noise
+    trial_no = int(config[INDEX]) if INDEX in config else int(tune.get_context().get_trial_id().rsplit("_", 1)[-1])
     repeats = cfg.simulation.repeats
     writer = ResultsWriter(config["results"], cfg.name)
+
+    def simulation(k, state=None):
+        return _objective(text, spec.subject, k).simulation(
+            theta, seed=noise_seed(spec.seed, 0), repeats=repeats, candidates=[trial_no], state=state)
+
     saved = _restore()
-    state, bold, done, wall = None, None, 0, 0.0
+    sim, bold, done, wall = None, None, 0, 0.0
     if saved:
-        state, bold, done, wall = SimState.from_arrays(saved["sim"]), saved["bold"], saved["done"], saved["wall_s"]
-    sim = objective.simulation(theta, seed=noise_seed(spec.seed, 0), repeats=repeats,
-                               first_stream=trial_no * repeats, state=state)
-    simulated = 0.0 if state is None else sim.time - sim.settings.burn_in
+        bold, done, wall = saved["bold"], saved["done"], saved["wall_s"]
+        sim = simulation(done - 1, SimState.from_arrays(saved["sim"]))
     for k in range(done, len(fids)):
         t0 = time.perf_counter()
-        res = sim.run(fids[k].duration - max(simulated, 0.0))
-        simulated = fids[k].duration
+        fresh = sim is None or fids[k].dt != fids[k - 1].dt
+        if fresh:
+            sim, bold = simulation(k), None
+        res = sim.run(fids[k].duration - (0.0 if fresh else fids[k - 1].duration))
         bold = res.bold if bold is None else np.concatenate([bold, res.bold], axis=1)
         wall += time.perf_counter() - t0
-        records = objective.score(theta, bold, res, repeats=repeats, wall_s=wall)
+        records = _objective(text, spec.subject, k).score(theta, bold, res, repeats=repeats,
+                                                          wall_s=time.perf_counter() - t0)
+        records[0]["new_sims"] = repeats if fresh else 0
         writer.write_generation(spec.run_id, trial_no, records, _meta(spec, k, fids[k], par.names))
-        _report({METRIC: records[0]["loss"], "sim_seconds": simulated, "fidelity": k},
+        _report({METRIC: records[0]["loss"], "sim_seconds": fids[k].duration, "fidelity": k},
                 {"sim": sim.state.to_arrays(), "bold": bold, "done": k + 1, "wall_s": wall})
+
+
+# -- holdout: validation and test -------------------------------------------------------------
+def holdout_trainable(config: dict) -> None:
+    """A finished run's held-out phases: its best distinct training candidates re-simulated with
+    fresh noise on each validation target; the winner (lowest mean validation loss) on each test
+    target. Deterministic (seeds from the run seed), so a retried trial rewrites the same files."""
+    from ..results import ResultsWriter, load_run, param_columns
+
+    text = config["experiment"]
+    cfg = _config(text)
+    spec = _spec(cfg, config["run_id"])
+    df = load_run(config["results"], spec.run_id)
+    par = _objective(text, spec.subject, len(cfg.simulation.fidelities) - 1).parametrisation
+    train = df[(df["phase"] == "train") & (df["fidelity"] == df["fidelity"].max())]
+    train = train[np.isfinite(train["loss"].astype(float))].sort_values(["loss", "eval_index"], kind="stable")
+    train = train.drop_duplicates(subset=param_columns(df)).head(cfg.validation.top)
+    if train.empty:
+        _report_plain({METRIC: float("nan"), "candidates": 0})
+        return
+    theta = train[list(par.names)].to_numpy(dtype=np.float64)
+    source = train["eval_index"].to_numpy()
+    repeats = cfg.validation.repeats or cfg.simulation.repeats
+    fid = cfg.simulation.fidelity("validation")
+    writer = ResultsWriter(config["results"], cfg.name)
+
+    def evaluate(phase, j, target, th, src):
+        t0 = time.perf_counter()
+        records = _objective(text, target, "validation").evaluate(th, seed=holdout_seed(spec.seed, phase, j),
+                                                                  repeats=repeats)
+        for r, e in zip(records, src):
+            r["source_eval"], r["new_sims"] = int(e), repeats
+            r["wall_s"] = (time.perf_counter() - t0) / len(records)
+        writer.write_generation(spec.run_id, j, records, _meta(spec, -1, fid, par.names, phase, target))
+        return np.array([r["loss"] for r in records], dtype=float)
+
+    val = [evaluate("validation", j, t, theta, source)
+           for j, t in enumerate(cfg.holdout_targets("validation", spec.subject))]
+    mean = np.mean(val, axis=0)
+    w = int(np.argmin(mean))
+    test = [evaluate("test", j, t, theta[[w]], source[[w]])[0]
+            for j, t in enumerate(cfg.holdout_targets("test", spec.subject))]
+    _report_plain({METRIC: float(mean[w]), "winner_eval": int(source[w]),
+                   "test_loss": float(np.mean(test)) if test else float("nan"), "candidates": len(theta)})
+
+
+def _report_plain(metrics: dict) -> None:
+    from ray import tune
+
+    tune.report(metrics)
 
 
 def _search_space(par) -> dict:
@@ -165,16 +257,23 @@ def _search_space(par) -> dict:
     return {n: tune.uniform(float(lo), float(hi)) for n, (lo, hi) in zip(par.names, par.bounds)}
 
 
-def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int):
-    """Tune's own search algorithm for an optimizer family (None: Tune's random/grid variants)."""
-    from ray.tune.search import ConcurrencyLimiter
+def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int, num_samples: int | None = None):
+    """Tune's own search algorithm for an optimizer family, seeded with the run seed.
+
+    ``random`` and ``grid`` are Tune's ``BasicVariantGenerator`` (which numbers its trials); the
+    others are ``Searcher`` objects wrapped to number theirs (:class:`._tune_searchers.Numbered`) and
+    limited to ``max_concurrent`` trials in flight."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from ._tune_searchers import Numbered, SeededNevergrad
 
     if name in ("random", "grid"):
-        return None
+        return BasicVariantGenerator(random_state=int(seed), max_concurrent=max_concurrent)
     if name in ("tpe", "optuna-cmaes"):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
         sampler = optuna.samplers.TPESampler(seed=seed) if name == "tpe" else optuna.samplers.CmaEsSampler(seed=seed)
         alg = OptunaSearch(sampler=sampler)
     elif name == "hyperopt-tpe":
@@ -183,17 +282,16 @@ def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int
         alg = HyperOptSearch(random_state_seed=seed)
     elif name in ("cmaes", "de", "pso"):
         import nevergrad as ng
-        from ray.tune.search.nevergrad import NevergradSearch
 
         opt = {"cmaes": ng.optimizers.CMA, "de": ng.optimizers.DE, "pso": ng.optimizers.PSO}[name]
-        alg = NevergradSearch(optimizer=opt, optimizer_kwargs={"num_workers": max_concurrent})
+        alg = SeededNevergrad(optimizer=opt, optimizer_kwargs={"num_workers": max_concurrent}, seed=seed)
     elif name == "bayesopt":
         from ray.tune.search.bayesopt import BayesOptSearch
 
         alg = BayesOptSearch(random_state=seed)
     else:
         raise ValueError(f"optimizer {name!r} has no trial-mode (Tune searcher) form")
-    return ConcurrencyLimiter(alg, max_concurrent=max_concurrent)
+    return ConcurrencyLimiter(Numbered(alg), max_concurrent=max_concurrent)
 
 
 def tune_scheduler(name: str, fids):
@@ -236,14 +334,11 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
 
     from ..results import ResultsWriter
 
-    pending = [o.key for o in cfg.optimizers if o.successive_halving]
-    if pending:
-        raise ValueError(f"optimizers {pending}: successive_halving inside population runs is not implemented "
-                         "yet; remove it or use mode: trial with scheduler: asha")
     root = Path(cfg.storage).resolve() / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     text = cfg.model_dump_json()
     (root / "experiment.json").write_text(text)
+    _write_truth(cfg, root)
     _init_ray(num_cpus)
     tune_dir = root / "tune"
     res = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
@@ -274,10 +369,10 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
         space = _search_space(par)
         num = cfg.budget.evaluations
         if o.name == "grid":
-            from ray import tune as T
-
-            k = int(o.settings.get("points_per_dim", 5))
-            space = {n: T.grid_search(list(np.linspace(lo, hi, k))) for n, (lo, hi) in zip(par.names, par.bounds)}
+            settings = cfg.optimizer_settings(o, len(par.names))
+            k = np.broadcast_to(np.asarray(settings["points_per_dim"]), (len(par.names),))
+            space = {n: tune.grid_search([float(x) for x in (np.linspace(lo, hi, int(kj)) if kj > 1 else [(lo + hi) / 2])])
+                     for n, (lo, hi), kj in zip(par.names, par.bounds, k)}
             num = 1
         conc = max(1, int(o.population))  # trial mode: candidates in flight at once
         searcher = tune_searcher(o.name, par, s.seed, o.settings, conc)
@@ -285,10 +380,30 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
                    param_space={"experiment": text, "results": str(root), "run_id": s.run_id, **space},
                    tune_config=tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher, num_samples=num,
                                                scheduler=tune_scheduler(o.scheduler, fids), reuse_actors=True,
-                                               max_concurrent_trials=None if searcher else conc))
+                                               time_budget_s=cfg.budget.wall_s))
+        errors += grid.num_errors
+    if cfg.validation.top > 0 and specs:
+        # never restored: training may have changed since (a resumed run), and it is deterministic
+        shutil.rmtree(tune_dir / "holdout", ignore_errors=True)
+        grid = fit(holdout_trainable, "holdout", param_space={
+            "experiment": text, "results": str(root), "run_id": tune.grid_search([s.run_id for s in specs])},
+            tune_config=tune.TuneConfig(reuse_actors=True))
         errors += grid.num_errors
     ResultsWriter(root, cfg.name)  # the layout is the writer's
     return root, errors
+
+
+def _write_truth(cfg, root: Path) -> None:
+    """``truth.json``: the known parameters of synthetic targets and the search bounds, which
+    :func:`raybrain.results.load` turns into parameter-recovery errors."""
+    truths = cfg.truths()
+    if not truths:
+        return
+    import json
+
+    par = cfg.build_parametrisation(next(iter(truths)))
+    bounds = {n: [float(lo), float(hi)] for n, (lo, hi) in zip(par.names, par.bounds)}
+    (root / "truth.json").write_text(json.dumps({"params": truths, "bounds": bounds}, indent=1))
 
 
 def _safe(text: str) -> str:
