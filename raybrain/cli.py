@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,88 @@ DEFAULT_SUBJECT = "hcp/101309"
 
 def _parse_param(text: str) -> tuple[str, float]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--param expects NAME=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expects NAME=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
-        return k.strip(), float(v)
+        value = float(v)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--param {k}: {v!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{k.strip()}: {v!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{k.strip()}: {v!r} is not a finite number")
+    return k.strip(), value
+
+
+# -- checks made before any work starts (no simulation, no Ray) ----------------------------------
+def _check_writable_dir(path, what: str) -> None:
+    """Check that the directory ``path`` can be created (when missing) and written to, and leave the
+    file system as it was; a one-line ValueError naming ``what`` and ``path`` otherwise."""
+    path = Path(path)
+    missing, p = [], path
+    while not (p.exists() or p.is_symlink()) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if not p.is_dir():
+        kind = "a regular file" if p.is_file() else "not a directory"
+        why = f"{p} is {kind}" if p == path else f"cannot create it, {p} is {kind}"
+        raise ValueError(f"{what} {path}: {why}")
+    created = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        fd, tmp = tempfile.mkstemp(prefix=".raybrain-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _check_writable_file(path, what: str) -> None:
+    """Check that the file ``path`` can be written (its folder exists and is writable, it is not a
+    folder itself); a one-line ValueError naming ``what`` and ``path`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path}: is a directory, expected a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        why = "does not exist" if not parent.exists() else "is not a directory"
+        raise ValueError(f"{what} {path}: cannot write there, {parent} {why}")
+    _check_writable_dir(parent, what=f"{what} {path}: folder")
+
+
+def _write_files_atomically(folder: Path, files: dict, what: str) -> None:
+    """Write ``{name: writer(path)}`` into ``folder`` (created when missing) so that either every
+    file is in place or none of them is changed: each is written to a temporary name first and the
+    temporaries are renamed only when all were written. ``what`` starts the error message."""
+    created = not folder.exists()
+    tmps, done = {}, False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, write in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            tmps[name] = Path(tmp)
+            write(tmps[name])
+        for name, tmp in tmps.items():
+            os.replace(tmp, folder / name)
+        done = True
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write ({e.strerror or e}); nothing was saved") from None
+    finally:
+        if not done:
+            for tmp in tmps.values():
+                tmp.unlink(missing_ok=True)
+            if created and folder.exists():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
 
 
 def _ray_options(p: argparse.ArgumentParser) -> None:
@@ -32,8 +110,16 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line ``raybrain: error: …`` (exit status 2) like every
+    other input error; ``--help`` shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f"raybrain: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="raybrain", description="Personalised whole-brain models: simulate, fit, compare.")
+    ap = _Parser(prog="raybrain", description="Personalised whole-brain models: simulate, fit, compare.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run an experiment config on Ray Tune",
@@ -118,17 +204,35 @@ def _cmd_models(args) -> int:
 def _cmd_simulate(args) -> int:
     from . import features as F
     from .data import load_subject, load_user_subject
+    from .data.validate import check_fcd_window, check_tr
     from .integrate import SimulationSettings
+    from .losses import get_loss
     from .models import get_model
     from .objective import Objective
     from .parametrisation import Global
 
+    if args.tr is not None:
+        check_tr(args.tr, source="--tr")
+    if args.sc_max is not None and not (math.isfinite(args.sc_max) and args.sc_max > 0):
+        raise ValueError(f"--sc-max: must be a positive number (the largest SC weight after rescaling), "
+                         f"got {args.sc_max!r}")
+    loss = get_loss(args.loss)
+    if args.out:
+        _check_writable_dir(args.out, what="--out")
+    if isinstance(args.window, int) and args.window < 2:
+        raise ValueError(f"--window: the FCD window must be >= 2 TRs, got {args.window}")
     if args.sc:
+        if not args.bold:
+            raise ValueError(f"--sc {args.sc}: needs --bold (and --tr) so the fit can be computed")
+        if args.tr is None:
+            raise ValueError(f"--bold {args.bold}: needs --tr, the repetition time of the BOLD in seconds")
         subject = load_user_subject(args.sc, bold=args.bold, tr=args.tr)
-        if subject.bold is None:
-            raise ValueError("--sc needs --bold (and --tr) so the fit can be computed")
     else:
+        if args.bold or args.tr is not None:
+            raise ValueError("--bold and --tr apply to a user subject given with --sc")
         subject = load_subject(args.subject)
+    if getattr(loss, "needs_fcd", True):
+        check_fcd_window(subject.n_frames, args.window, 1, source=args.bold or f"subject {subject.name}")
     model = get_model(args.model, **({"fic": False} if args.no_fic else {})) if args.model == "rww" else get_model(args.model)
     values = dict(args.param)
     for k in values:
@@ -138,18 +242,27 @@ def _cmd_simulate(args) -> int:
     names = tuple(values) or ("G",)
     settings = SimulationSettings(duration=args.duration, burn_in=args.burn_in, dt=args.dt, seed=args.seed,
                                   dtype=args.dtype, tr=subject.tr)
+    if getattr(loss, "needs_fcd", True):
+        check_fcd_window(int(round(settings.duration / settings.tr)), args.window, 1,
+                         source=f"--duration {args.duration:g} s at TR {subject.tr:g} s (simulated BOLD)")
     par = Global(model, names=names, bounds_override={k: (-np.inf, np.inf) for k in names})
     theta = np.array([[values.get(n, model.parameter(n).default) for n in names]])
-    obj = Objective(subject, model, par, args.loss, settings, window=args.window, sc_max=args.sc_max)
+    obj = Objective(subject, model, par, loss, settings, window=args.window, sc_max=args.sc_max)
     rec = obj.evaluate(theta, seed=args.seed)[0]
     rec = {"subject": subject.name, "model": model.name, **rec}
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         bold = np.asarray(obj.last_result.bold[0])
-        np.save(out / "bold.npy", bold)
-        np.save(out / "fc.npy", np.asarray(F.fc(bold)))
-        (out / "record.json").write_text(json.dumps(rec, indent=1))
+        fc = np.asarray(F.fc(bold))
+        text = json.dumps(rec, indent=1)
+
+        def save(a):
+            def write(p):
+                with open(p, "wb") as f:
+                    np.save(f, a, allow_pickle=False)
+            return write
+
+        files = {"bold.npy": save(bold), "fc.npy": save(fc), "record.json": lambda p: p.write_text(text)}
+        _write_files_atomically(Path(args.out), files, what=f"--out {args.out}")
     if args.json:
         print(json.dumps(rec))
         return 0
@@ -170,11 +283,43 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _run(cfg, args, resume: bool) -> int:
+def _preflight(cfg, root: Path, source: str, resume: bool) -> None:
+    """What can fail before Ray starts, checked before it does: every user subject's files load and
+    pass validation (their BOLD long enough for the FCD window), the results directory can be
+    written, and it does not hold the results of a different experiment (``run`` only)."""
+    from .data.validate import check_fcd_window
+    from .losses import LOSSES
+
+    needs_fcd = getattr(LOSSES[cfg.loss], "needs_fcd", True)
+    for i, p in enumerate(cfg.subjects.paths):
+        try:
+            subject = cfg.build_subject(p.name)
+            if needs_fcd:
+                check_fcd_window(subject.n_frames, cfg.simulation.window, cfg.simulation.step, source=p.bold)
+        except ValueError as e:
+            raise ValueError(f"{source}: subjects.paths[{i}] ({p.name}): {_one_line(e)}") from None
+    saved = root / "experiment.json"
+    if not resume and saved.exists():
+        try:
+            old = json.loads(saved.read_text())
+        except (OSError, ValueError):
+            old = None
+        new = json.loads(cfg.model_dump_json())
+        same = isinstance(old, dict) and ({k: v for k, v in old.items() if k != "storage"}
+                                          == {k: v for k, v in new.items() if k != "storage"})
+        if not same:
+            raise ValueError(f"{source}: storage: {root} already holds the results of a different experiment "
+                             f"(its experiment.json differs from this config); change name or storage, or "
+                             f"'raybrain resume {root}' to continue that one")
+    _check_writable_dir(root, what=f"{source}: storage: results directory")
+
+
+def _run(cfg, args, resume: bool, source: str) -> int:
     from . import results as R
     from .search.tune import run_experiment
 
     root = Path(cfg.storage).resolve() / cfg.name
+    _preflight(cfg, root, source, resume)
     n_runs = len(cfg.runs())
     print(f"experiment {cfg.name}: {n_runs} runs -> {root}")
     if args.quiet:
@@ -197,33 +342,62 @@ def _run(cfg, args, resume: bool) -> int:
 def _cmd_run(args) -> int:
     from .experiment import load_config
 
-    return _run(load_config(args.config), args, resume=False)
+    path = Path(os.path.expanduser(args.config))
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected an experiment config file (YAML)")
+    try:
+        cfg = load_config(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text (UTF-8) YAML file ({e.reason} at byte {e.start})") from None
+    return _run(cfg, args, resume=False, source=str(path))
 
 
 def _cmd_resume(args) -> int:
-    from .experiment import ExperimentConfig
+    from .experiment import ConfigError, ExperimentConfig
 
     path = Path(args.path)
     saved = path / "experiment.json"
     if not saved.is_file():
         raise ValueError(f"{path}: not an experiment results directory (no experiment.json)")
-    cfg = ExperimentConfig.model_validate_json(saved.read_text())
-    return _run(cfg, args, resume=True)
+    try:
+        data = json.loads(saved.read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{saved}: not valid JSON ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{saved}: not valid JSON ({e})") from None
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ConfigError as e:
+        raise ConfigError(e.errors, source=str(saved)) from None
+    resolved = path.resolve()
+    if resolved.name != cfg.name:
+        raise ValueError(f"{path}: the folder is named {resolved.name!r} but holds experiment {cfg.name!r} "
+                         f"(experiment.json); rename it back to {cfg.name!r} to resume it")
+    # resume where the results are, whatever the working directory (storage may be relative)
+    cfg = cfg.model_copy(update={"storage": str(resolved.parent)})
+    return _run(cfg, args, resume=True, source=str(saved))
 
 
 def _cmd_analyze(args) -> int:
     from . import results as R
 
-    res = R.load(args.path)
-    table = R.analyze(res.evaluations, truth=res.truth)
-    print(R.format_table(table, width=80))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        _check_writable_file(args.csv, what="--csv")
+    res = R.load(args.path)  # a damaged file raises a ValueError naming it
+    table = R.analyze(res.evaluations, truth=res.truth)
+    if args.csv:
+        csv = Path(args.csv)
+        _write_files_atomically(csv.parent, {csv.name: lambda p: table.to_csv(p, index=False)},
+                                what=f"--csv {args.csv}")
+    print(R.format_table(table, width=80))
     return 0
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else 2
     handler = {"run": _cmd_run, "resume": _cmd_resume, "analyze": _cmd_analyze, "datasets": _cmd_datasets,
                "models": _cmd_models, "simulate": _cmd_simulate}[args.command]
     try:
@@ -244,7 +418,7 @@ def _one_line(e: Exception) -> str:
         msg = f"{e.source}: {msg}" if e.source else msg
     else:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return " ".join(msg.split("\n"))
+    return " ".join(msg.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

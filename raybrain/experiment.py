@@ -989,8 +989,13 @@ def load_config(path) -> ExperimentConfig:
         raise ConfigError([("", "file not found")], source=str(p))
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError([("", "not a text (UTF-8) YAML file")], source=str(p)) from None
     except yaml.YAMLError as e:
-        raise ConfigError([("", f"not valid YAML: {e}")], source=str(p)) from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e)
+        raise ConfigError([("", f"not valid YAML{where}: {what}")], source=str(p)) from None
     if not isinstance(data, dict):
         raise ConfigError([("", f"an experiment config must be a mapping of keys, got {type(data).__name__}")],
                           source=str(p))

@@ -111,6 +111,9 @@ class Target:
             raise ValueError(f"bold has constant (zero-variance) regions {const.tolist()}: FC undefined")
         if window is None:
             return cls(fc=fc_)
+        from raybrain.data.validate import check_fcd_window
+
+        check_fcd_window(b.shape[0], window, step, source="bold")
         return cls(fc=fc_, fcd_dist=F.fcd_distribution(b, window, step), window=window, step=step)
 
     @classmethod
@@ -186,6 +189,11 @@ class Loss:
         if worst is not None:
             if not np.isfinite(worst):
                 raise ValueError(f"worst must be finite, got {worst}")
+            top = self.max_valid_total()
+            if worst < top:
+                raise ValueError(f"worst must be >= {top:g}, the largest cost a valid candidate of loss "
+                                 f"{self.name!r} can get (else failed simulations would rank above valid "
+                                 f"ones), got {worst}")
             self.worst = float(worst)
         if slice_size is not None and (isinstance(slice_size, bool) or not isinstance(slice_size, (int, np.integer))
                                        or slice_size < 1):
@@ -195,6 +203,13 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(worst={self.worst}, slice_size={self.slice_size})"
+
+    @classmethod
+    def max_valid_total(cls) -> float:
+        """The largest total a valid candidate can get: the total of the worst components."""
+        if not cls.components:
+            return -np.inf
+        return float(np.asarray(cls._total(cls, {c: np.float64(cls.component_worst[c]) for c in cls.components})))
 
     # -- memory ------------------------------------------------------------------------------
     def _per_candidate_bytes(self, T: int, N: int, target: Target, itemsize: int) -> int:
@@ -235,8 +250,9 @@ class Loss:
             if not target.has_fcd:
                 raise ValueError(f"loss {self.name!r} needs an FCD: target.fcd_dist is None "
                                  "(build the target with Target.from_bold(..., window=83, step=1))")
-            if target.window > T:
-                raise ValueError(f"bold has T={T} time points, fewer than target.window={target.window}")
+            if T < target.window + target.step:
+                raise ValueError(f"bold has T={T} time points, too few for an FCD (target.window={target.window}, "
+                                 f"step={target.step}: needs at least {target.window + target.step} for two windows)")
         if valid is None:
             ok = xp.ones(B, dtype=bool)
         else:

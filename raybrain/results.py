@@ -230,8 +230,14 @@ def _run_files(run_dir: Path) -> list[Path]:
 def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list, list, list]]:
     """The stored rows of ``files`` (a (run, phase, generation, fidelity) found in several files is
     taken from the last one), in evaluation order; and the (params, components, extras) columns."""
+    def read(f):
+        try:
+            return pq.ParquetFile(f).read()
+        except (OSError, pa.ArrowException) as e:
+            raise ValueError(f"{f}: cannot read this results file ({e})") from None
+
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        tables = list(pool.map(lambda f: pq.ParquetFile(f).read(), files))
+        tables = list(pool.map(read, files))
     roles = ({}, {}, {})
     for names in dict.fromkeys(tuple(t.column_names) for t in tables):
         for role, cols in zip(roles, _roles(names)):

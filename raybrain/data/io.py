@@ -52,6 +52,15 @@ def _numeric(value, source: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _refuse_pickles(exc: Exception, p: Path) -> None:
+    """A clear error when ``np.load(..., allow_pickle=False)`` met pickled (object) data."""
+    if "allow_pickle" in str(exc) or "pickled" in str(exc):
+        raise ValueError(
+            f"{p}: holds pickled Python objects (an object array or a pickle), which raybrain never loads "
+            f"from user files; save a numeric array instead, e.g. np.save(path, np.asarray(a, dtype=float))"
+        ) from None
+
+
 def _pick_key(arrays: dict, key: str | None, source: str) -> np.ndarray:
     """The array under ``key``, or the only numeric array when ``key`` is None."""
     names = sorted(k for k in arrays if not (k.startswith("__") and k.endswith("__")))
@@ -102,6 +111,7 @@ def load_matrix(path, key: str | None = None) -> np.ndarray:
         try:
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any read failure is reported with the path
+            _refuse_pickles(exc, p)
             raise ValueError(f"{p}: cannot read as .npy ({exc})") from None
         return _numeric(arr, source)
     if suffix == ".npz":
@@ -109,6 +119,7 @@ def load_matrix(path, key: str | None = None) -> np.ndarray:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as exc:  # noqa: BLE001
+            _refuse_pickles(exc, p)
             raise ValueError(f"{p}: cannot read as .npz ({exc})") from None
         return _pick_key(arrays, key, source)
     if suffix == ".mat":

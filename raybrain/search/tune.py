@@ -319,13 +319,32 @@ def tune_scheduler(name: str, fids):
 
 # -- the experiment ---------------------------------------------------------------------------
 def _init_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster at ``$RAY_ADDRESS``, or start a private local Ray: listening on the loopback
+    address only (``127.0.0.1``; set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` to opt out), token
+    authentication on (Ray 2.60's default for a local cluster; it generates the token), no
+    dashboard."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # a single-node Ray on the loopback address: Ray's own switch for this (its default on macOS
+        # and Windows) makes it advertise and bind 127.0.0.1 instead of the host's network address;
+        # read when ray is imported, so set here (workers inherit it) and on the loaded module
+        os.environ.setdefault(_LOOPBACK_ENV, "0")
     import ray
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables on the terminal
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        kw = {}
+        if not address:  # Ray 2.60 turns token authentication on for the local cluster it starts
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = os.environ[_LOOPBACK_ENV] not in ("0", "false", "False")
+            kw = {"num_cpus": num_cpus}
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, **kw)
+
+
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, verbose: int = 0):
