@@ -614,8 +614,15 @@ class BudgetConfig(_Section):
 
 
 class ResourcesConfig(_Section):
+    """Per trial: ``cpu``, ``gpu`` (a fraction shares a GPU). ``evaluator``: ``on`` sends the
+    simulations of population runs and of the held-out stage to one coalescing evaluator per node
+    (per GPU) that batches the candidates of every concurrent trial into one launch
+    (:mod:`raybrain.evaluator`); the trials then hold no GPU. ``auto`` (default): on when the
+    simulation backend resolves to CuPy."""
+
     cpu: PositiveFloat = 1.0
     gpu: float = 0.0
+    evaluator: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("gpu")
     @classmethod
@@ -837,6 +844,12 @@ class ExperimentConfig(_Section):
         if self.subjects.group:
             return [GROUP + ("/train" if self.subjects.split is not None else "")]
         return self.subjects.part("train")
+
+    @property
+    def use_evaluator(self) -> bool:
+        """Whether simulations go through the coalescing evaluator (``resources.evaluator``)."""
+        mode = self.resources.evaluator
+        return mode == "on" or (mode == "auto" and self.simulation.resolved_backend() == "cupy")
 
     def holdout_targets(self, part: str, subject: str) -> list[str]:
         """The targets a run fitted on ``subject`` is re-simulated on in phase ``part``

@@ -194,11 +194,20 @@ class Simulation:
     streams : array ``(B,)`` of int, optional
         Noise stream of each batch element (default ``arange(B)``, or all 0 when
         ``settings.noise == "common"``).
+    keys : array ``(B,)`` of uint64, optional
+        Noise keys of the batch elements, overriding ``stream_keys(settings.seed, streams)``: each
+        element draws exactly the noise of its key, so elements of requests with different seeds
+        (or noise modes) can share one batch (:mod:`raybrain.evaluator`). With ``state``, the
+        state's keys are used and ``keys`` must equal them.
+    lanes : int, optional
+        Fused path only: batch elements per tile of the fused kernel (0: the single-element
+        kernel); default chosen per run by :func:`raybrain.fused.choose_lanes`.
     """
 
     def __init__(self, model, sc, params: Mapping[str, Any] | None = None,
                  settings: SimulationSettings | None = None, *, batch: int | None = None,
-                 subject_index=None, streams=None, state: SimState | None = None):
+                 subject_index=None, streams=None, state: SimState | None = None, keys=None,
+                 lanes: int | None = None):
         self.model: Model = get_model(model)
         self.settings = settings or SimulationSettings()
         if self.settings.hemodynamics is None:
@@ -247,6 +256,11 @@ class Simulation:
         if streams.shape != (B,):
             raise ValueError(f"streams must have shape ({B},), got {streams.shape}")
         self.streams = streams
+        self.keys = None if keys is None else _check_keys(keys, B)
+        if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer))
+                                  or lanes < 0):
+            raise ValueError(f"lanes must be a non-negative integer (0: the single-element kernel), got {lanes!r}")
+        self.lanes = None if lanes is None else int(lanes)
         if state is not None:  # own copy, on this backend, in this precision
             state = SimState.from_arrays(state.to_arrays())
             state.neural = tuple(xp.asarray(a, dtype=self.dtype) for a in state.neural)
@@ -256,6 +270,8 @@ class Simulation:
             state.sums = {k: xp.asarray(v) for k, v in state.sums.items()}
             if state.neural[0].shape != (B, n):
                 raise ValueError(f"state has shape {state.neural[0].shape}, expected ({B}, {n})")
+            if self.keys is not None and not np.array_equal(asnumpy(state.keys), self.keys):
+                raise ValueError("keys differ from the noise keys carried by state")
         self.state = state if state is not None else self.initial_state()
         self.use_fused = self._choose_fused()
 
@@ -267,7 +283,8 @@ class Simulation:
         names = [sv.name for sv in self.model.state_variables] + list(self.model.summary_observables)
         sums = {k: xp.zeros((B, n), dtype=np.float64) for k in names}
         return SimState(0, neural, hemo, xp.zeros((B, n), dtype=dt),
-                        stream_keys(self.settings.seed, self.streams, xp=xp), sums, 0, xp.zeros(B, dtype=bool))
+                        stream_keys(self.settings.seed, self.streams, xp=xp) if self.keys is None
+                        else xp.asarray(self.keys), sums, 0, xp.zeros(B, dtype=bool))
 
     @property
     def time(self) -> float:
@@ -328,7 +345,7 @@ class Simulation:
         coef = s.hemodynamic_model.coefficients(dt_)
         run_rww(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
                 np.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h),
-                dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold)
+                dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold, lanes=self.lanes)
         n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
         self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
                               st.diverged)
@@ -393,6 +410,16 @@ class Simulation:
         self.state = SimState(st.step + n_steps, tuple(x), hemo, acc, st.keys, sums, n_summed, st.diverged)
         bold = xp.stack(out, axis=1) if out else xp.zeros((B, 0, n), dtype=self.dtype)
         return bold, times
+
+
+def _check_keys(keys, batch: int) -> np.ndarray:
+    """``keys`` as a host ``(batch,)`` uint64 array, or a ValueError saying what is wrong."""
+    k = asnumpy(keys)
+    if k.shape != (batch,):
+        raise ValueError(f"keys must have shape ({batch},) (one noise key per batch element), got {k.shape}")
+    if k.dtype != np.uint64:
+        raise ValueError(f"keys must be uint64 noise keys (raybrain.random.stream_keys), got dtype {k.dtype}")
+    return np.array(k, copy=True)
 
 
 def _infer_batch(params: Mapping[str, Any], n: int) -> int:

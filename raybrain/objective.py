@@ -32,6 +32,9 @@ def scale_sc(sc, sc_max: float | None):
     sc = np.asarray(sc, dtype=np.float64)
     if sc_max is None:
         return sc
+    if isinstance(sc_max, bool) or not (isinstance(sc_max, (int, float, np.number)) and math.isfinite(sc_max)
+                                        and sc_max > 0):
+        raise ValueError(f"sc_max must be None or a finite number > 0, got {sc_max!r}")
     top = sc.max()
     if not top > 0:
         raise ValueError("cannot rescale an all-zero SC")

@@ -451,3 +451,24 @@ def test_cli_resume_of_a_folder_that_is_no_experiment(tmp_path, capsys):
     assert main(["resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("raybrain: error:") and "experiment.json" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------- coalescing evaluator
+def test_population_runs_through_the_coalescing_evaluator_give_the_same_records(ray_local, tmp_path):
+    """``resources.evaluator: on``: population runs and the held-out stage send their generations to
+    the node's evaluator actor, which batches concurrent runs into one launch; the records equal
+    those of the same experiment evaluated in the trials themselves."""
+    from raybrain.search.tune import run_experiment
+
+    opts = [{"name": "cmaes", "population": POPULATION}, {"name": "random", "population": POPULATION}]
+    frames = []
+    for mode in ("off", "on"):
+        cfg = validate(experiment("coalesce", tmp_path / mode, opts, seeds=[4], validation={"top": TOP},
+                                  resources={"cpu": 1, "gpu": 0, "evaluator": mode}))
+        assert cfg.use_evaluator is (mode == "on")
+        root, errors = run_experiment(cfg)
+        assert errors == 0
+        frames.append(R.load(root).evaluations.sort_values(["run_id", "eval_index"]).reset_index(drop=True))
+    cols = ["run_id", "phase", "generation", "fidelity", "eval_index", "G", "sigma", "loss", "valid"]
+    pd.testing.assert_frame_equal(frames[0][cols], frames[1][cols], check_exact=True)
+    assert len(frames[1]) == 2 * (BUDGET + TOP)

@@ -129,7 +129,8 @@ def population_trainable(config: dict) -> None:
                                         first_stream=n_evals * repeats)
             opt.tell(theta, told_losses(scored, len(theta)))
         else:
-            records = objectives[0].evaluate(theta, seed=seed, repeats=repeats, first_stream=n_evals * repeats)
+            records = _evaluate(cfg, config["experiment"], spec.subject, top, theta, seed=seed, repeats=repeats,
+                                first_stream=n_evals * repeats)
             for r in records:
                 r["new_sims"] = repeats
             opt.tell(theta, np.array([r["loss"] for r in records]))
@@ -146,6 +147,16 @@ def population_trainable(config: dict) -> None:
         "mode": spec.mode, "subject": spec.subject, "optimizer": spec.optimizer.key, "seed": spec.seed,
         "evaluations": n_evals, "generations": generation, "wall_s": wall, "best_loss": opt.best_loss,
         "best": dict(zip(par.names, map(float, opt.best_theta))) if opt.best_theta is not None else None})
+
+
+def _evaluate(cfg, text: str, subject: str, fidelity, theta, *, seed: int, repeats: int, first_stream: int = 0):
+    """Records of ``theta`` at one fidelity: through this node's coalescing evaluator when the
+    experiment uses one (identical records, batched with other trials'), else in this process."""
+    if cfg.use_evaluator:
+        from ..evaluator import remote_evaluate
+
+        return remote_evaluate(text, subject, fidelity, theta, seed=seed, repeats=repeats, first_stream=first_stream)
+    return _objective(text, subject, fidelity).evaluate(theta, seed=seed, repeats=repeats, first_stream=first_stream)
 
 
 class _Rung:
@@ -227,8 +238,8 @@ def holdout_trainable(config: dict) -> None:
 
     def evaluate(phase, j, target, th, src):
         t0 = time.perf_counter()
-        records = _objective(text, target, "validation").evaluate(th, seed=holdout_seed(spec.seed, phase, j),
-                                                                  repeats=repeats)
+        records = _evaluate(cfg, text, target, "validation", th, seed=holdout_seed(spec.seed, phase, j),
+                            repeats=repeats)
         for r, e in zip(records, src):
             r["source_eval"], r["new_sims"] = int(e), repeats
             r["wall_s"] = (time.perf_counter() - t0) / len(records)
@@ -360,7 +371,12 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
     _write_truth(cfg, root)
     _init_ray(num_cpus)
     tune_dir = root / "tune"
-    res = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    # with the coalescing evaluator the GPU belongs to the evaluator actors; trials need CPU only
+    res = {"cpu": cfg.resources.cpu, "gpu": 0.0 if cfg.use_evaluator else cfg.resources.gpu}
+    if cfg.use_evaluator:
+        from ..evaluator import start_evaluators
+
+        start_evaluators()
     failure = tune.FailureConfig(max_failures=2)
     specs = cfg.runs()
     fids = cfg.simulation.fidelities
@@ -408,6 +424,10 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
             "experiment": text, "results": str(root), "run_id": tune.grid_search([s.run_id for s in specs])},
             tune_config=tune.TuneConfig(reuse_actors=True))
         errors += grid.num_errors
+    if cfg.use_evaluator:
+        from ..evaluator import shutdown_evaluators
+
+        shutdown_evaluators()
     ResultsWriter(root, cfg.name)  # the layout is the writer's
     return root, errors
 
