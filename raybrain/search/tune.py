@@ -377,7 +377,9 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
         from ..evaluator import start_evaluators
 
         start_evaluators()
-    failure = tune.FailureConfig(max_failures=2)
+    # a trial lost with its node is retried from its checkpoint; a dead node can cost two retries at
+    # once (the reused actor, then the restart), so allow a few
+    failure = tune.FailureConfig(max_failures=5)
     specs = cfg.runs()
     fids = cfg.simulation.fidelities
     errors = 0
