@@ -293,9 +293,9 @@ class Simulation:
 
     def _choose_fused(self) -> bool:
         s = self.settings
-        ok = (self.model.name == "rww" and s.backend == "numpy" and s.hemodynamics == "balloon")
+        ok = self.model.name == "rww" and s.backend in ("numpy", "cupy") and s.hemodynamics == "balloon"
         if s.fused == "always" and not ok:
-            raise ValueError("fused='always' needs model 'rww', backend 'numpy' and hemodynamics 'balloon'")
+            raise ValueError("fused='always' needs model 'rww', backend 'numpy' or 'cupy' and hemodynamics 'balloon'")
         return ok and s.fused != "never"
 
     # -- running ---------------------------------------------------------------------------------
@@ -309,7 +309,10 @@ class Simulation:
         end = max(self.state.step, s.n_steps(s.burn_in)) + s.n_steps(duration)
         n_steps = end - self.state.step
         t0 = time.perf_counter()
-        bold, times = (self._run_fused if self.use_fused else self._run_array)(n_steps)
+        runner = self._run_array
+        if self.use_fused:  # numba on the CPU, the CUDA kernel (raybrain.cuda) on CuPy
+            runner = self._run_cuda if s.backend == "cupy" else self._run_fused
+        bold, times = runner(n_steps)
         st = self.state
         bad = ~self.xp.isfinite(bold).all(axis=(1, 2)) if bold.shape[1] else self.xp.zeros(self.batch, bool)
         for a in st.neural:
@@ -350,6 +353,14 @@ class Simulation:
         self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
                               st.diverged)
         return bold, times
+
+    def _run_cuda(self, n_steps: int):
+        """The fused CUDA kernel (``raybrain/cuda/rww.cu``) on CuPy arrays; same state, same noise,
+        same TR sampling as :meth:`_run_fused` (its CPU harness is held to the array path)."""
+        from .cuda.launch import run_rww_cuda
+        from .cuda.simulation import run_chunk
+
+        return run_chunk(self, n_steps, run_rww_cuda, xp=self.xp)
 
     def _run_array(self, n_steps: int):
         s, st, xp, m = self.settings, self.state, self.xp, self.model
