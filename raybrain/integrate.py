@@ -333,34 +333,42 @@ class Simulation:
         return k_h, k_tr, m_burn, ms * (k_h * s.dt)
 
     def _run_fused(self, n_steps: int):
-        from .fused import RWW_PARAM_ORDER, run_rww
+        from .fused import run_rww
 
-        s, st, B, n = self.settings, self.state, self.batch, self.n_regions
-        k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
-        dt_ = self.dtype.type
-        bold = np.zeros((B, len(times), n), dtype=self.dtype)
-        PAR = np.ascontiguousarray(np.stack([self.params[k] for k in RWW_PARAM_ORDER], axis=1))
-        CS = np.ascontiguousarray(self.sc.astype(self.dtype))
-        SE, SI = (np.ascontiguousarray(a) for a in st.neural)
-        hemo = tuple(np.ascontiguousarray(a) for a in st.hemo)
-        sums = {k: np.ascontiguousarray(v) for k, v in st.sums.items()}
-        acc = np.ascontiguousarray(st.acc)
-        coef = s.hemodynamic_model.coefficients(dt_)
-        run_rww(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
-                np.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h),
-                dt_(k_h * s.dt), k_tr, m_burn, coef, s.hemodynamics == "balloon", bold, lanes=self.lanes)
-        n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
-        self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
-                              st.diverged)
-        return bold, times
+        return self._run_kernel(n_steps, run_rww, np, lanes=self.lanes)
 
     def _run_cuda(self, n_steps: int):
         """The fused CUDA kernel (``raybrain/cuda/rww.cu``) on CuPy arrays; same state, same noise,
         same TR sampling as :meth:`_run_fused` (its CPU harness is held to the array path)."""
         from .cuda.launch import run_rww_cuda
-        from .cuda.simulation import run_chunk
 
-        return run_chunk(self, n_steps, run_rww_cuda, xp=self.xp)
+        return self._run_kernel(n_steps, run_rww_cuda, self.xp)
+
+    def _run_kernel(self, n_steps: int, runner, xp, **runner_kwargs):
+        """Advance ``n_steps`` neural steps with a fused kernel following the ``run_rww`` contract
+        (:func:`raybrain.fused.run_rww`: numba; :func:`raybrain.cuda.launch.run_rww_cuda`: CUDA;
+        the CUDA code's CPU harness in the tests): packs the parameters and state, runs it, and
+        replaces :attr:`state`. Returns ``(bold, times)``."""
+        from .fused import RWW_PARAM_ORDER
+
+        s, st, B, n = self.settings, self.state, self.batch, self.n_regions
+        k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
+        dt_ = self.dtype.type
+        bold = xp.zeros((B, len(times), n), dtype=self.dtype)
+        PAR = xp.ascontiguousarray(xp.stack([xp.asarray(self.params[k]) for k in RWW_PARAM_ORDER], axis=1))
+        CS = xp.ascontiguousarray(xp.asarray(self.sc.astype(self.dtype)))
+        SE, SI = (xp.ascontiguousarray(a) for a in st.neural)
+        hemo = tuple(xp.ascontiguousarray(a) for a in st.hemo)
+        sums = {k: xp.ascontiguousarray(v) for k, v in st.sums.items()}
+        acc = xp.ascontiguousarray(st.acc)
+        coef = s.hemodynamic_model.coefficients(dt_)
+        runner(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
+               xp.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h), dt_(k_h * s.dt),
+               k_tr, m_burn, coef, s.hemodynamics == "balloon", bold, **runner_kwargs)
+        n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
+        self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
+                              st.diverged)
+        return bold, times
 
     def _run_array(self, n_steps: int):
         s, st, xp, m = self.settings, self.state, self.xp, self.model

@@ -96,20 +96,14 @@ def compile_defines(dtype, n: int, k: int, umask: int, fast_math: bool = False) 
 
 
 def make_tiles(subject_index, k: int):
-    """Group the batch into tiles of ``k`` simulations with one connectome each (as
-    :func:`raybrain.fused.make_tiles`): ``tile_subj`` (T,) int32, ``tile_src`` (T, k) int32 (padding
-    lanes repeat the tile's last element; they compute but never write) and ``tile_real`` (T, k) uint8."""
-    subject_index = np.asarray(asnumpy(subject_index), dtype=np.int64).reshape(-1)
-    subj, src, real = [], [], []
-    for s in np.unique(subject_index):
-        idx = np.flatnonzero(subject_index == s)
-        for a in range(0, len(idx), k):
-            chunk = idx[a:a + k]
-            subj.append(s)
-            src.append(np.concatenate([chunk, np.repeat(chunk[-1:], k - len(chunk))]))
-            real.append(np.arange(k) < len(chunk))
-    return (np.asarray(subj, dtype=np.int32), np.asarray(src, dtype=np.int32).reshape(-1, k),
-            np.asarray(real, dtype=np.uint8).reshape(-1, k))
+    """Group the batch into tiles of ``k`` simulations with one connectome each
+    (:func:`raybrain.fused.make_tiles`, in the kernel's types): ``tile_subj`` (T,) int32,
+    ``tile_src`` (T, k) int32 (padding lanes repeat the tile's last element; they compute but never
+    write) and ``tile_real`` (T, k) uint8."""
+    from ..fused import make_tiles as _make_tiles
+
+    subj, src, real = _make_tiles(np.asarray(asnumpy(subject_index), dtype=np.int64).reshape(-1), k)
+    return subj.astype(np.int32), src.astype(np.int32), real.astype(np.uint8)
 
 
 def n_samples(step_a: int, step_b: int, k_h: int, k_tr: int, m_burn: int) -> int:
