@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from .base import Model, Parameter, StateVariable, _did_you_mean, broadcast_param
 from .hopf import Hopf
+from .lanmm import LaNMM
 from .rww import ReducedWongWang
 
 MODELS = {
     "rww": ReducedWongWang,
     "hopf": Hopf,
+    "lanmm": LaNMM,
 }
 
 

@@ -1,0 +1,226 @@
+r"""Power spectra of batched M/EEG-like signals and spectral losses (NumPy or CuPy).
+
+Signals are ``(B, T, N)`` (batch, time, regions) sampled at ``fs`` Hz, as a
+:class:`raybrain.integrate.Simulation` returns them with ``hemodynamics="none"`` and
+``tr = bold_dt`` (e.g. 1 kHz).
+
+- :func:`welch` — Welch's averaged periodogram: Hann window, ``nperseg`` samples, 50 % overlap,
+  each segment's mean removed, one-sided density in signal-units²/Hz; ``(B, F, N)``.
+  Frequency resolution ``fs / nperseg``.
+- :func:`band_power` — ``∑ P(f) Δf`` over ``lo <= f <= hi``; bands :data:`ALPHA` = 8–12 Hz and
+  :data:`GAMMA` = 30–80 Hz.
+- :func:`peak_frequency` — the frequency of the largest PSD bin inside a band.
+- :func:`log_psd_distance` — mean over frequencies in ``fit_band`` and regions of
+  ``(log10 P_sim - log10 P_emp)²`` (a floor of ``1e-30`` keeps zero power finite).
+- :class:`SpectralLoss` — cost ``d / (1 + d)`` with ``d`` the log-PSD distance (0 for identical
+  spectra, < 1 for every valid candidate, ``worst = 1`` for invalid / non-finite ones).
+- :class:`CompositeLoss` — a weighted sum of losses, each on its own signal and target (e.g. FC
+  correlation on BOLD plus the spectral loss on the LFP of the same candidates).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ._backend import array_module, asnumpy
+from .losses import Loss, LossResult
+
+ALPHA = (8.0, 12.0)
+GAMMA = (30.0, 80.0)
+FIT_BAND = (2.0, 100.0)
+_FLOOR = 1e-30
+
+__all__ = ["ALPHA", "GAMMA", "welch", "band_power", "peak_frequency", "log_psd_distance",
+           "SpectralTarget", "SpectralLoss", "CompositeLoss"]
+
+
+def welch(x, fs: float, nperseg: int | None = None):
+    """Welch PSD of ``x`` (B, T, N) along time: returns ``(freqs (F,) NumPy, psd (B, F, N))``."""
+    xp = array_module(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (B, T, N), got {tuple(x.shape)}")
+    T = x.shape[1]
+    L = int(nperseg) if nperseg is not None else min(T, int(round(2 * fs)))
+    if not (2 <= L <= T):
+        raise ValueError(f"nperseg must be in [2, T={T}], got {L}")
+    hop = max(1, L // 2)
+    starts = np.arange(0, T - L + 1, hop)
+    idx = xp.asarray(starts[:, None] + np.arange(L)[None, :])  # (S, L)
+    seg = x[:, idx, :].astype(xp.float64)  # (B, S, L, N)
+    seg = seg - seg.mean(axis=2, keepdims=True)
+    n = np.arange(L)
+    win = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / L)  # periodic Hann (as scipy.signal.welch)
+    w = xp.asarray(win)[None, None, :, None]
+    spec = xp.fft.rfft(seg * w, axis=2)
+    psd = (spec.real ** 2 + spec.imag ** 2).mean(axis=1) / (fs * float((win ** 2).sum()))  # (B, F, N)
+    scale = np.full(psd.shape[1], 2.0)
+    scale[0] = 1.0
+    if L % 2 == 0:
+        scale[-1] = 1.0
+    psd = psd * xp.asarray(scale)[None, :, None]
+    return np.fft.rfftfreq(L, 1.0 / fs), psd
+
+
+def _mask(freqs, band):
+    lo, hi = band
+    m = (np.asarray(freqs) >= lo) & (np.asarray(freqs) <= hi)
+    if not m.any():
+        raise ValueError(f"no frequency bin inside the band {band} Hz (resolution {freqs[1] - freqs[0]:g} Hz)")
+    return m
+
+
+def band_power(freqs, psd, band):
+    """Power in ``band`` = (lo, hi) Hz: ``sum P(f) df`` over the bins inside it; (B, N)."""
+    m = _mask(freqs, band)
+    df = float(freqs[1] - freqs[0])
+    return psd[:, np.flatnonzero(m), :].sum(axis=1) * df
+
+
+def peak_frequency(freqs, psd, band):
+    """Frequency (Hz) of the largest PSD bin inside ``band``; (B, N) NumPy-or-CuPy array."""
+    xp = array_module(psd)
+    m = np.flatnonzero(_mask(freqs, band))
+    f = xp.asarray(np.asarray(freqs)[m])
+    return f[xp.argmax(psd[:, m, :], axis=1)]
+
+
+def log_psd_distance(psd_sim, psd_emp, freqs, band=FIT_BAND):
+    """Mean squared log10-PSD difference over ``band`` and regions; ``psd_sim`` (B, F, N),
+    ``psd_emp`` (F, N) or (B, F, N). Returns (B,)."""
+    xp = array_module(psd_sim)
+    m = np.flatnonzero(_mask(freqs, band))
+    a = xp.log10(xp.maximum(psd_sim[:, m, :], _FLOOR))
+    e = xp.asarray(psd_emp)
+    e = e[None] if e.ndim == 2 else e
+    b = xp.log10(xp.maximum(e[:, m, :], _FLOOR))
+    return ((a - b) ** 2).mean(axis=(1, 2))
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralTarget:
+    """An empirical spectrum: ``psd`` (F, N) on ``freqs`` (F,) Hz, from signals sampled at ``fs``
+    with Welch segments of ``nperseg`` samples (simulations are analysed the same way)."""
+
+    psd: np.ndarray
+    freqs: np.ndarray
+    fs: float
+    nperseg: int
+
+    @classmethod
+    def from_signal(cls, x, fs: float, nperseg: int | None = None) -> "SpectralTarget":
+        """From one recording ``x`` (T, N) (or (1, T, N))."""
+        a = np.asarray(asnumpy(x), dtype=np.float64)
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3 or a.shape[0] != 1:
+            raise ValueError(f"x must have shape (T, N), got {np.shape(x)}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("x has non-finite values")
+        L = int(nperseg) if nperseg is not None else min(a.shape[1], int(round(2 * fs)))
+        f, p = welch(a, fs, L)
+        return cls(psd=p[0], freqs=f, fs=float(fs), nperseg=L)
+
+    @property
+    def n_regions(self) -> int:
+        return self.psd.shape[1]
+
+
+class SpectralLoss(Loss):
+    """``d / (1 + d)`` with ``d`` = mean squared log10-PSD difference in ``band`` (default 2–100 Hz).
+
+    Components: ``psd_log_mse`` (d), ``alpha_peak_diff`` and ``gamma_peak_diff`` (|Δ peak
+    frequency| in Hz, averaged over regions; diagnostics, not in the total). Worst = 1, the bound
+    of the total; invalid or non-finite candidates get it (and ``1e6``, 100 Hz, 100 Hz).
+    """
+
+    name = "spectral"
+    components = ("psd_log_mse", "alpha_peak_diff", "gamma_peak_diff")
+    component_worst = {"psd_log_mse": 1e6, "alpha_peak_diff": 100.0, "gamma_peak_diff": 100.0}
+    worst = 1.0
+    needs_fcd = False
+
+    def __init__(self, band=FIT_BAND, worst: float | None = None):
+        super().__init__(worst=worst)
+        self.band = tuple(band)
+
+    @classmethod
+    def max_valid_total(cls) -> float:
+        return 1.0
+
+    def _total(self, c):
+        d = c["psd_log_mse"]
+        return d / (1.0 + d)
+
+    def __call__(self, x, target: SpectralTarget, valid=None) -> LossResult:
+        xp = array_module(x)
+        if not isinstance(target, SpectralTarget):
+            raise ValueError(f"target must be a raybrain.spectral.SpectralTarget, got {type(target).__name__}")
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, T, N), got {tuple(x.shape)}")
+        B, T, N = x.shape
+        if N != target.n_regions:
+            raise ValueError(f"x has N={N} regions but the target spectrum has {target.n_regions}")
+        if T < target.nperseg:
+            raise ValueError(f"x has T={T} samples, fewer than the target's Welch segment ({target.nperseg})")
+        ok = xp.ones(B, dtype=bool) if valid is None else xp.asarray(valid).astype(bool)
+        if ok.shape != (B,):
+            raise ValueError(f"valid must have shape (B,)=({B},), got {tuple(ok.shape)}")
+        with np.errstate(all="ignore"):
+            ok = ok & xp.all(xp.isfinite(x), axis=(1, 2))
+            clean = xp.where(ok[:, None, None], x, 0.0)
+            f, psd = welch(clean, target.fs, target.nperseg)
+            emp = xp.asarray(target.psd)
+            comps = {
+                "psd_log_mse": log_psd_distance(psd, emp, f, self.band),
+                "alpha_peak_diff": xp.abs(peak_frequency(f, psd, ALPHA)
+                                          - peak_frequency(f, emp[None], ALPHA)).mean(axis=1).astype(xp.float64),
+                "gamma_peak_diff": xp.abs(peak_frequency(f, psd, GAMMA)
+                                          - peak_frequency(f, emp[None], GAMMA)).mean(axis=1).astype(xp.float64),
+            }
+            tot = self._total(comps)
+        good = ok & xp.isfinite(tot)
+        for c in self.components:
+            good &= xp.isfinite(comps[c])
+        total = xp.where(good, tot, float(self.worst))
+        comps = {c: xp.where(good, v, float(self.component_worst[c])) for c, v in comps.items()}
+        return LossResult(total=total, components=comps, valid=good, name=self.name)
+
+
+class CompositeLoss:
+    """Weighted sum of losses on named signals: ``total = Σ_k w_k · loss_k(signals[k], targets[k])``.
+
+    ``parts`` maps a name to ``(loss, weight)``; components come back prefixed ``"<name>.<comp>"``
+    plus ``"<name>.total"``. A candidate invalid in any part gets ``worst = Σ w_k worst_k``.
+    Example: ``CompositeLoss({"fc": (FCCorrLoss(), 1.0), "psd": (SpectralLoss(), 0.5)})`` called as
+    ``loss({"fc": bold, "psd": lfp}, {"fc": Target(...), "psd": SpectralTarget(...)})``.
+    """
+
+    needs_fcd = False
+
+    def __init__(self, parts: Mapping[str, tuple]):
+        if not parts:
+            raise ValueError("CompositeLoss needs at least one part")
+        self.parts = {}
+        for k, (loss, w) in parts.items():
+            if not (np.isfinite(w) and w >= 0):
+                raise ValueError(f"weight of part {k!r} must be finite and >= 0, got {w!r}")
+            self.parts[k] = (loss, float(w))
+        self.needs_fcd = any(getattr(lo, "needs_fcd", False) for lo, _ in self.parts.values())
+        self.worst = float(sum(w * lo.worst for lo, w in self.parts.values()))
+        self.name = "+".join(f"{w:g}*{getattr(lo, 'name', k)}" for k, (lo, w) in self.parts.items())
+
+    def __call__(self, signals: Mapping, targets: Mapping, valid=None) -> LossResult:
+        missing = [k for k in self.parts if k not in signals or k not in targets]
+        if missing:
+            raise ValueError(f"CompositeLoss: no signal/target for part(s) {missing}")
+        total, good, comps = None, None, {}
+        for k, (loss, w) in self.parts.items():
+            r = loss(signals[k], targets[k], valid=valid)
+            total = w * r.total if total is None else total + w * r.total
+            good = r.valid if good is None else good & r.valid
+            comps[f"{k}.total"] = r.total
+            comps.update({f"{k}.{c}": v for c, v in r.components.items()})
+        xp = array_module(total)
+        total = xp.where(good, total, self.worst)
+        return LossResult(total=total, components=comps, valid=good, name=self.name)
