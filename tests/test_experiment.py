@@ -54,7 +54,9 @@ def test_quickstart_is_small_and_has_four_families_with_asha():
 
 def test_compare_optimizers_covers_every_family_subject_and_five_seeds():
     cfg = load_config(EXPERIMENTS / "compare-optimizers.yaml")
-    assert set(known_optimizers()) <= {o.name for o in cfg.optimizers}
+    # every search family (the learned-surrogate and gradient families need earlier results or JAX
+    # and have their own example experiments)
+    assert set(known_optimizers()) - {"surrogate-cmaes", "gradient"} <= {o.name for o in cfg.optimizers}
     assert cfg.targets() == list_subjects()
     assert len(cfg.seeds) >= 5
     assert cfg.resources.gpu > 0

@@ -35,14 +35,16 @@ from .hyperopt import HyperoptTPE
 from .nevergrad import CMAES, DifferentialEvolution, ParticleSwarm
 from .optuna import OptunaCMAES, OptunaTPE
 from .random import RandomSearch
+from .surrogate_cmaes import SurrogateCMAES
 
 __all__ = ["Optimizer", "OPTIMIZERS", "get_optimizer", "validate_settings", "check_bounds"]
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (RandomSearch, GridSearch, CMAES, DifferentialEvolution, ParticleSwarm, OptunaTPE,
-                OptunaCMAES, HyperoptTPE, BayesOpt)
+                OptunaCMAES, HyperoptTPE, BayesOpt, SurrogateCMAES)
 }
+OPTIMIZERS["gradient"] = __import__(f"{__name__}.gradient", fromlist=["GradientDescent"]).GradientDescent
 
 
 def _lookup(name: str) -> type[Optimizer]:
