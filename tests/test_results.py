@@ -115,7 +115,7 @@ def _hammer(root, k):
 
 
 def test_concurrent_writers_and_reader(tmp_path):
-    ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+    ctx = mp.get_context("spawn")  # not fork: the test process may hold threads (JAX, numba) by now
     procs = [ctx.Process(target=_hammer, args=(tmp_path, k)) for k in range(4)]
     for p in procs:
         p.start()
