@@ -129,6 +129,18 @@ class Target:
 # --------------------------------------------------------------------------------------------
 
 
+def valid_rows(x, valid=None):
+    """``(B,)`` bool: the batch rows of ``x`` (B, T, N) that are ``valid`` (default all) and finite;
+    a ``valid`` of the wrong shape is a ValueError."""
+    xp = array_module(x)
+    B = x.shape[0]
+    ok = xp.ones(B, dtype=bool) if valid is None else xp.asarray(valid).astype(bool)
+    if ok.shape != (B,):
+        raise ValueError(f"valid must have shape (B,)=({B},), got {tuple(ok.shape)}")
+    with np.errstate(all="ignore"):
+        return ok & xp.all(xp.isfinite(x), axis=(1, 2))
+
+
 @dataclass
 class LossResult:
     """Per-candidate losses of a batch; every array has shape (B,) and is finite.
@@ -253,13 +265,7 @@ class Loss:
             if T < target.window + target.step:
                 raise ValueError(f"bold has T={T} time points, too few for an FCD (target.window={target.window}, "
                                  f"step={target.step}: needs at least {target.window + target.step} for two windows)")
-        if valid is None:
-            ok = xp.ones(B, dtype=bool)
-        else:
-            ok = xp.asarray(valid).astype(bool)
-            if ok.shape != (B,):
-                raise ValueError(f"valid must have shape (B,)=({B},), got {tuple(ok.shape)}")
-        ok = ok & xp.all(xp.isfinite(bold), axis=(1, 2))
+        ok = valid_rows(bold, valid)
 
         comps = {c: xp.full(B, float(self.component_worst[c])) for c in self.components}
         total = xp.full(B, float(self.worst))

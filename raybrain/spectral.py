@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 
 from ._backend import array_module, asnumpy
-from .losses import Loss, LossResult
+from .losses import Loss, LossResult, valid_rows
 
 ALPHA = (8.0, 12.0)
 GAMMA = (30.0, 80.0)
@@ -163,11 +163,8 @@ class SpectralLoss(Loss):
             raise ValueError(f"x has N={N} regions but the target spectrum has {target.n_regions}")
         if T < target.nperseg:
             raise ValueError(f"x has T={T} samples, fewer than the target's Welch segment ({target.nperseg})")
-        ok = xp.ones(B, dtype=bool) if valid is None else xp.asarray(valid).astype(bool)
-        if ok.shape != (B,):
-            raise ValueError(f"valid must have shape (B,)=({B},), got {tuple(ok.shape)}")
+        ok = valid_rows(x, valid)
         with np.errstate(all="ignore"):
-            ok = ok & xp.all(xp.isfinite(x), axis=(1, 2))
             clean = xp.where(ok[:, None, None], x, 0.0)
             f, psd = welch(clean, target.fs, target.nperseg)
             emp = xp.asarray(target.psd)

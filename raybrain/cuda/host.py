@@ -106,16 +106,13 @@ def run_rww_host(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subjec
     ``steps_per_launch``: split the call as the GPU launcher would; ``umask``: override the
     uniform-parameter mask (0 reads every parameter per element; a set bit must be truly uniform).
     """
-    step0, n_steps, k_h, k_tr, m_burn = (int(x) for x in (step0, n_steps, k_h, k_tr, m_burn))
-    n_needed = plan.n_samples(step0, step0 + n_steps, k_h, k_tr, m_burn) if bold_on else 0
-    B, N = plan.check_arguments(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR,
-                                keys, coef, bold_out, n_needed)
-    if B == 0 or n_steps <= 0:
+    c = plan.prepare_call(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
+                          step0, n_steps, k_h, k_tr, m_burn, coef, bold_on, bold_out, lanes, umask)
+    if c is None:
         return
+    step0, n_steps, k_h, k_tr, m_burn, k = c.step0, c.n_steps, c.k_h, c.k_tr, c.m_burn, c.k
     dtype = SE.dtype
-    umask = plan.uniform_mask(PAR) if umask is None else int(umask)
-    k = plan.choose_sims_per_block(dtype, umask) if lanes is None else int(lanes)
-    lib = build_host_library(N, k, umask)
+    lib = build_host_library(c.N, k, c.umask)
     tile_subj, tile_src, tile_real = plan.make_tiles(subject_index, k)
     PS = np.ascontiguousarray(PAR[0, :, 0])
     coef_a = np.asarray([dtype.type(c) for c in coef], dtype=dtype)

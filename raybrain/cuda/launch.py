@@ -68,17 +68,14 @@ def run_rww_cuda(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subjec
     (see the module docstring).
     """
     cp = _cupy()
-    step0, n_steps, k_h, k_tr, m_burn = (int(x) for x in (step0, n_steps, k_h, k_tr, m_burn))
-    n_needed = plan.n_samples(step0, step0 + n_steps, k_h, k_tr, m_burn) if bold_on else 0
-    B, N = plan.check_arguments(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR,
-                                keys, coef, bold_out, n_needed)
-    if B == 0 or n_steps <= 0:
+    c = plan.prepare_call(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
+                          step0, n_steps, k_h, k_tr, m_burn, coef, bold_on, bold_out, lanes)
+    if c is None:
         return
+    step0, n_steps, k_h, k_tr, m_burn, k, N = c.step0, c.n_steps, c.k_h, c.k_tr, c.m_burn, c.k, c.N
     dtype = SE.dtype
     real = dtype.type
-    umask = plan.uniform_mask(PAR)
-    k = plan.choose_sims_per_block(dtype, umask) if lanes is None else int(lanes)
-    kern, smem = get_kernel(dtype, N, k, umask, fast_math)
+    kern, smem = get_kernel(dtype, N, k, c.umask, fast_math)
     tile_subj, tile_src, tile_real = (cp.asarray(a) for a in plan.make_tiles(subject_index, k))
     PS = cp.ascontiguousarray(PAR[0, :, 0])
     coef_d = cp.asarray(np.asarray([real(c) for c in coef], dtype=dtype))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -175,3 +176,33 @@ def check_arguments(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, sub
     if len(coef) != N_COEF:
         raise ValueError(f"coef must hold the {N_COEF} hemodynamic coefficients, got {len(coef)}")
     return B, N
+
+
+class Call(NamedTuple):
+    """A checked kernel call: integer step counters, batch shape, uniform mask and tile width."""
+
+    step0: int
+    n_steps: int
+    k_h: int
+    k_tr: int
+    m_burn: int
+    B: int
+    N: int
+    umask: int
+    k: int
+
+
+def prepare_call(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0,
+                 n_steps, k_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=None, umask=None) -> Call | None:
+    """What :func:`raybrain.cuda.launch.run_rww_cuda` and its host harness share before launching:
+    :func:`check_arguments`, the uniform mask (from ``PAR`` unless given) and K simulations per
+    block (:func:`choose_sims_per_block` unless ``lanes``); None when there is nothing to run."""
+    step0, n_steps, k_h, k_tr, m_burn = (int(x) for x in (step0, n_steps, k_h, k_tr, m_burn))
+    n_needed = n_samples(step0, step0 + n_steps, k_h, k_tr, m_burn) if bold_on else 0
+    B, N = check_arguments(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR,
+                           keys, coef, bold_out, n_needed)
+    if B == 0 or n_steps <= 0:
+        return None
+    umask = uniform_mask(PAR) if umask is None else int(umask)
+    k = choose_sims_per_block(SE.dtype, umask) if lanes is None else int(lanes)
+    return Call(step0, n_steps, k_h, k_tr, m_burn, B, N, umask, k)
