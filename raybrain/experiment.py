@@ -555,6 +555,16 @@ class OptimizerConfig(_Section):
             raise ValueError(f"must be true, false or a mapping like {{eta: 3}}, got {v!r}")
         return v
 
+    @field_validator("settings")
+    @classmethod
+    def _train_path(cls, v):
+        # a results path (surrogate-cmaes ``train``) is relative to the working directory, as
+        # ``storage`` is; resolved here, at the edge, because Tune runs trials in other directories
+        t = v.get("train")
+        if isinstance(t, (str, os.PathLike)):
+            v = {**v, "train": str(Path(t).expanduser().resolve())}
+        return v
+
     @field_validator("label")
     @classmethod
     def _label(cls, v):

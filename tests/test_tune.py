@@ -472,3 +472,58 @@ def test_population_runs_through_the_coalescing_evaluator_give_the_same_records(
     cols = ["run_id", "phase", "generation", "fidelity", "eval_index", "G", "sigma", "loss", "valid"]
     pd.testing.assert_frame_equal(frames[0][cols], frames[1][cols], check_exact=True)
     assert len(frames[1]) == 2 * (BUDGET + TOP)
+
+
+# -- trials lost with their node -------------------------------------------------------------------
+def _lost_errors():
+    from ray import exceptions as rx
+    from ray.tune.error import TuneError
+
+    def task_error(cause):
+        return rx.RayTaskError("train", "Traceback ...", cause)
+
+    lost = [rx.ActorUnavailableError("RPC error: recvmsg: Connection reset by peer", b"\0" * 16),
+            rx.ActorDiedError(), rx.NodeDiedError("node gone"), task_error(rx.ActorDiedError()),
+            TuneError("Failure # 1\nray.exceptions.ActorDiedError: The actor died unexpectedly")]
+    own = [task_error(ValueError("bad theta")), ValueError("bad theta"),
+           TuneError("Failure # 1\nValueError: parametrisation 'G' out of bounds")]
+    return lost, own
+
+
+def test_node_loss_is_told_apart_from_the_trials_own_errors():
+    from raybrain.search.tune import _lost_with_node
+
+    lost, own = _lost_errors()
+    assert [_lost_with_node(e) for e in lost] == [True] * len(lost)
+    assert [_lost_with_node(e) for e in own] == [False] * len(own)
+
+
+class _Result:
+    def __init__(self, error=None):
+        self.error = error
+
+
+class _Tuner:
+    def __init__(self, grids, log):
+        self.grids, self.log = grids, log
+
+    def fit(self):
+        self.log.append("fit")
+        return self.grids.pop(0)
+
+
+@pytest.mark.parametrize("case", ["lost-then-done", "own-error", "always-lost"])
+def test_trials_lost_with_their_node_are_resumed_and_own_errors_are_not(case):
+    from raybrain.search import tune as T
+
+    lost, own = _lost_errors()
+    grids = {"lost-then-done": [[_Result(), _Result(lost[0])], [_Result(), _Result()]],
+             "own-error": [[_Result(own[0]), _Result()]],
+             "always-lost": [[_Result(lost[1])]] * (T._NODE_LOSS_RESUMES + 1)}[case]
+    log = []
+    tuner = _Tuner(list(grids), log)
+    grid = T._fit_resuming(tuner, lambda: (log.append("restore"), tuner)[1])
+    expected = {"lost-then-done": ["fit", "restore", "fit"], "own-error": ["fit"],
+                "always-lost": ["fit"] + ["restore", "fit"] * T._NODE_LOSS_RESUMES}[case]
+    assert log == expected
+    assert sum(r.error is not None for r in grid) == {"lost-then-done": 0, "own-error": 1, "always-lost": 1}[case]

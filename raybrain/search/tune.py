@@ -119,6 +119,8 @@ def population_trainable(config: dict) -> None:
                             **cfg.optimizer_settings(spec.optimizer, len(par.names)))
         generation, n_evals, wall = 0, 0, 0.0
     repeats = cfg.simulation.repeats
+    if hasattr(opt, "attach_objective"):  # a family that needs the objective itself (gradient: its loss)
+        opt.attach_objective(objectives[-1], seed=noise_seed(spec.seed, 0), repeats=repeats)
     budget, wall_budget = cfg.budget.evaluations, cfg.budget.wall_s
     while n_evals < budget and not opt.done and (wall_budget is None or wall < wall_budget):
         t0 = time.perf_counter()
@@ -356,6 +358,49 @@ def _init_ray(num_cpus: int | None = None) -> None:
 
 
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_NODE_LOSS_RESUMES = 3
+
+
+def _fit_resuming(tuner, restore):
+    """``tuner.fit()``, then resume the trials that were lost with their node.
+
+    Tune retries a failed trial (``FailureConfig``) only if it was RUNNING: one lost with its node
+    while it was being placed, or handed a reused actor, ends in ERROR at once. Those are resumed
+    from their checkpoints (``restore()``: the experiment restored with ``resume_errored``), up to
+    ``_NODE_LOSS_RESUMES`` times. A grid whose errors all come from the trials' own code is returned
+    as it is: re-running would only fail again."""
+    grid = tuner.fit()
+    for _ in range(_NODE_LOSS_RESUMES):
+        if not any(_lost_with_node(r.error) for r in grid if r.error is not None):
+            break
+        grid = restore().fit()
+    return grid
+
+
+def _lost_with_node(err: BaseException | None) -> bool:
+    """Whether a trial's error is the loss of its worker, actor or node (retryable), not an
+    exception raised by the trial's own code. Walks wrapped causes; Tune's text-only fallback
+    (``TuneError``) is matched by the Ray exception names it quotes."""
+    from ray import exceptions as rx
+
+    infra = (rx.RayActorError, rx.NodeDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError,
+             rx.ObjectLostError, rx.RpcError, rx.RaySystemError)
+    names = tuple(c.__name__ for c in infra) + ("ActorDiedError", "ActorUnavailableError")
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, infra):
+            return True
+        if isinstance(err, rx.RayTaskError):
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, infra):
+                return True
+            err = cause if isinstance(cause, BaseException) else None
+            continue
+        if type(err).__name__ == "TuneError" and any(n in str(err) for n in names):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, verbose: int = 0):
@@ -392,7 +437,7 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
         else:
             tuner = tune.Tuner(wrapped, run_config=tune.RunConfig(
                 name=name, storage_path=str(tune_dir), failure_config=failure, verbose=verbose), **tuner_kw)
-        return tuner.fit()
+        return _fit_resuming(tuner, lambda: tune.Tuner.restore(str(path), wrapped, resume_errored=True))
 
     pop = [s.run_id for s in specs if s.mode == "population"]
     if pop:
