@@ -301,9 +301,8 @@ def _preflight(cfg, root: Path, source: str, resume: bool) -> None:
     pass validation (their BOLD long enough for the FCD window), the results directory can be
     written, and it does not hold the results of a different experiment (``run`` only)."""
     from .data.validate import check_fcd_window
-    from .losses import LOSSES
 
-    needs_fcd = getattr(LOSSES[cfg.loss], "needs_fcd", True)
+    needs_fcd = cfg.needs_fcd
     for i, p in enumerate(cfg.subjects.paths):
         try:
             subject = cfg.build_subject(p.name)

@@ -38,6 +38,19 @@ halving over them (:mod:`raybrain.search.halving`); a trial-mode optimizer with 
 asha`` (``hyperband``, ``median``) lets Tune stop trials at the rungs. Otherwise only the last
 fidelity is used.
 
+Spectral (M/EEG) fits
+---------------------
+``loss: spectral`` fits the power spectrum of an M/EEG-like model output (e.g. the LaNMM with
+``model.options.output: eeg``, a model whose default hemodynamics is ``"none"``) sampled as
+``simulation.meeg`` says (``fs`` Hz, Welch ``segment`` s, fit ``band`` Hz;
+:class:`raybrain.spectral.MEEGSettings`). Its subjects are ``subjects.synthetic``, whose M/EEG
+signal is simulated at ``fs`` with their true parameters. A composite
+``loss: {spectral: 1.0, fc_corr: 0.5}`` adds FC on the BOLD of the model's BOLD variant (the same
+candidates and noise; the synthetic subjects then carry both signals); it runs in population mode
+without successive halving, and ``simulation.meeg.duration`` may keep the M/EEG run short while
+the fidelities' durations set the BOLD's. Records carry the loss components and ``alpha_power``,
+``gamma_power``, ``alpha_peak_hz``, ``gamma_peak_hz``.
+
 Validation and test
 -------------------
 After the search, each run's ``validation.top`` best distinct training candidates (default 5;
@@ -70,7 +83,7 @@ from ._text import did_you_mean as _did_you_mean
 __all__ = [
     "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject",
     "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
-    "SimulationConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "BudgetConfig",
+    "SimulationConfig", "MEEGConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "BudgetConfig",
     "ResourcesConfig", "known_optimizers",
     "sanitise",
 ]
@@ -450,9 +463,43 @@ class Fidelity(_Section):
     dt: PositiveFloat
 
 
+class MEEGConfig(_Section):
+    """The M/EEG-like signal of a spectral fit (``loss: spectral`` or a composite with it): the
+    model output sampled every ``1/fs`` s with no hemodynamics, its Welch spectrum on segments of
+    ``segment`` s (resolution ``1/segment`` Hz), the log-PSD distance taken over ``band`` Hz.
+    ``duration`` (composite losses only): simulated M/EEG seconds, so the BOLD (the fidelities'
+    durations) can be long and the M/EEG short. See :class:`raybrain.spectral.MEEGSettings`."""
+
+    fs: PositiveFloat = 250.0
+    segment: PositiveFloat = 1.0
+    band: list[float] = Field(default_factory=lambda: [2.0, 100.0])
+    duration: Optional[PositiveFloat] = None
+
+    @model_validator(mode="after")
+    def _valid(self):
+        if len(self.band) != 2 or not (math.isfinite(self.band[0]) and math.isfinite(self.band[1])
+                                       and 0 <= self.band[0] < self.band[1]):
+            raise _At("band", f"must be [low, high] Hz with 0 <= low < high, got {self.band!r}")
+        try:
+            self.build()
+        except ValueError as e:
+            msg = str(e).removeprefix("meeg ")
+            key = next((k for k in ("fs", "segment", "band", "duration") if msg.startswith(k)), "")
+            raise _At(key, msg) from None
+        return self
+
+    def build(self):
+        """The :class:`raybrain.spectral.MEEGSettings`."""
+        from .spectral import MEEGSettings
+
+        return MEEGSettings(fs=float(self.fs), segment=float(self.segment), band=tuple(self.band),
+                            duration=None if self.duration is None else float(self.duration))
+
+
 class SimulationConfig(_Section):
     """Fidelities ascend in cost (duration not shorter, dt not larger, not both equal);
-    ``validation`` is the fidelity of validation/test re-simulation (default: the last one)."""
+    ``validation`` is the fidelity of validation/test re-simulation (default: the last one).
+    ``meeg``: the M/EEG sampling of spectral fits (:class:`MEEGConfig`)."""
 
     fidelities: list[Fidelity]
     validation: Optional[Fidelity] = None
@@ -464,6 +511,7 @@ class SimulationConfig(_Section):
     window: int = 83
     step: PositiveInt = 1
     sc_max: Optional[PositiveFloat] = 0.2
+    meeg: Optional[MEEGConfig] = None
 
     @model_validator(mode="after")
     def _checks(self):
@@ -662,7 +710,7 @@ class ExperimentConfig(_Section):
     subjects: SubjectsConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     parametrisation: ParametrisationConfig = Field(default_factory=ParametrisationConfig)
-    loss: str = "pfic"
+    loss: Union[str, dict[str, float]] = "pfic"
     simulation: SimulationConfig
     optimizers: list[OptimizerConfig]
     budget: BudgetConfig
@@ -686,14 +734,28 @@ class ExperimentConfig(_Section):
                              "(it names the results folder)")
         return v
 
-    @field_validator("loss")
+    @field_validator("loss", mode="before")
     @classmethod
     def _loss(cls, v):
         from .losses import LOSSES
 
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}{_did_you_mean(v, LOSSES)}")
-        return v
+        if isinstance(v, str):
+            if v not in LOSSES:
+                raise ValueError(f"unknown loss {v!r}{_did_you_mean(v, LOSSES)}")
+            return v
+        if not isinstance(v, dict):
+            raise ValueError(f"must be a loss name ({', '.join(LOSSES)}) or a mapping of loss names to weights "
+                             f"like {{spectral: 1.0, fc_corr: 0.5}}, got {v!r}")
+        if not v:
+            raise ValueError("a composite loss needs at least one entry {name: weight}, e.g. {spectral: 1.0, fc_corr: 0.5}")
+        for k, w in v.items():
+            if not isinstance(k, str) or k not in LOSSES:
+                raise _At(str(k), f"unknown loss {k!r}{_did_you_mean(str(k), LOSSES)}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+                raise _At(k, f"weight must be a finite number >= 0, got {w!r}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError(f"at least one weight must be > 0, got {v!r}")
+        return {k: float(w) for k, w in v.items()}
 
     @field_validator("seeds")
     @classmethod
@@ -724,11 +786,98 @@ class ExperimentConfig(_Section):
             seen[o.key] = i
         return v
 
+    # -- loss ----------------------------------------------------------------------------------
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """``{loss name: weight}`` (a single loss has weight 1)."""
+        return dict(self.loss) if isinstance(self.loss, dict) else {self.loss: 1.0}
+
+    @property
+    def spectral(self) -> bool:
+        """Whether the loss fits an M/EEG spectrum (``spectral``, alone or in a composite)."""
+        return "spectral" in self.loss_weights
+
+    @property
+    def fits_fc(self) -> bool:
+        """Whether the loss has a BOLD (FC/FCD) part."""
+        return any(k != "spectral" for k in self.loss_weights)
+
+    @property
+    def needs_fcd(self) -> bool:
+        """Whether a part of the loss needs the FCD (FCD windows must fit the BOLD)."""
+        from .losses import LOSSES
+
+        return any(getattr(LOSSES[k], "needs_fcd", True) for k in self.loss_weights if k != "spectral")
+
+    def _check_spectral(self, model, trs) -> None:
+        """The checks of a spectral (or composite spectral + FC) fit, by key path."""
+        sim, subj = self.simulation, self.subjects
+        name = next(iter(self.loss_weights)) if not isinstance(self.loss, dict) else "spectral"
+        if not self.spectral:
+            if sim.meeg is not None:
+                raise _At("simulation.meeg", f"applies to a spectral loss only (this loss is {self.loss!r}); "
+                          "remove it or use loss: spectral")
+            return
+        if sim.meeg is None:
+            raise _At("simulation.meeg", f"required by loss {self.loss!r}: the M/EEG sampling of the spectral "
+                      "fit, e.g. {fs: 250, segment: 1.0}")
+        meeg = sim.meeg.build()
+        if getattr(model, "default_hemodynamics", "balloon") != "none":
+            key = "model.options.output" if "output" in inspect.signature(type(model).__init__).parameters \
+                else "model.name"
+            raise _At(key, f"loss {name!r} fits an M/EEG-like signal sampled directly, but {model!r} feeds "
+                      "hemodynamics (BOLD); choose an M/EEG output (LaNMM: output P1, P2 or eeg)")
+        for key in ("ids", "paths"):
+            if getattr(subj, key):
+                raise _At(f"subjects.{key}", f"loss {name!r} needs an M/EEG spectrum; only subjects.synthetic "
+                          "carry one (simulated at simulation.meeg.fs with their true parameters)")
+        if subj.group:
+            raise _At("subjects.group", f"loss {name!r}: group averages of M/EEG spectra are not supported")
+        for i, o in enumerate(self.optimizers):
+            if o.name == "gradient":
+                raise _At(f"optimizers[{i}].name", f"the gradient family differentiates the FC loss of BOLD "
+                          f"simulations; it cannot fit loss {name!r}")
+        composite = self.fits_fc
+        if composite:
+            if not hasattr(model, "bold_variant"):
+                raise _At("loss", f"a composite spectral + FC loss needs the BOLD of the same candidates; model "
+                          f"{model.name!r} has no BOLD variant")
+            for i, o in enumerate(self.optimizers):
+                if o.mode != "population":
+                    raise _At(f"optimizers[{i}].mode", "a composite spectral + FC loss runs in population mode only "
+                              "(each candidate needs two simulations: M/EEG and BOLD)")
+                if o.halving_eta is not None:
+                    raise _At(f"optimizers[{i}].successive_halving", "not supported with a composite spectral + "
+                              "FC loss (two simulations per candidate)")
+            if self.use_evaluator:
+                raise _At("resources.evaluator", "the coalescing evaluator does not run composite spectral + FC "
+                          "losses; set resources.evaluator: off")
+        elif meeg.duration is not None:
+            raise _At("simulation.meeg.duration", "applies to a composite loss only; a spectral fit simulates "
+                      "the fidelities' durations")
+        from .integrate import SimulationSettings
+
+        fids = [(f"simulation.fidelities[{i}]", f) for i, f in enumerate(sim.fidelities)]
+        if sim.validation is not None:
+            fids.append(("simulation.validation", sim.validation))
+        fids += [(f"subjects.synthetic[{i}]", self._synthetic_fidelity(s)) for i, s in enumerate(subj.synthetic)]
+        for path, f in fids:
+            try:
+                SimulationSettings(duration=float(f.duration), dt=float(f.dt), tr=meeg.dt, bold_dt=meeg.dt,
+                                   hemodynamics="none")
+            except ValueError:
+                raise _At("simulation.meeg.fs", f"the sampling interval 1/fs = {meeg.dt:g} s must be a whole "
+                          f"number of time steps (dt {f.dt:g} s at {path})") from None
+            seconds = meeg.duration if composite and meeg.duration is not None else f.duration
+            if meeg.samples(seconds) < meeg.nperseg:
+                key = "simulation.meeg.duration" if composite and meeg.duration is not None else f"{path}.duration"
+                raise _At(key, f"{seconds:g} s of M/EEG is shorter than one Welch segment "
+                          f"(simulation.meeg.segment = {meeg.segment:g} s)")
+
     # -- cross-section checks ----------------------------------------------------------------
     @model_validator(mode="after")
     def _cross(self):
         from .data.validate import check_fcd_window
-        from .losses import LOSSES
 
         model = self.model.build()
         sim, subj = self.simulation, self.subjects
@@ -767,8 +916,9 @@ class ExperimentConfig(_Section):
                 if len(got) > 1:
                     raise _At("subjects.group", f"the {part} subjects have different TRs {sorted(got)} s; "
                               "a group averages subjects scanned with the same TR")
+        self._check_spectral(model, trs)
         # time steps, TRs and FCD windows
-        needs_fcd = getattr(LOSSES[self.loss], "needs_fcd", True)
+        needs_fcd = self.needs_fcd
         by_tr: dict[float, str] = {}  # one subject per distinct TR
         for n, tr in trs.items():
             by_tr.setdefault(tr, n)
@@ -938,7 +1088,8 @@ class ExperimentConfig(_Section):
 
     def _simulate_synthetic(self, i: int, s: SyntheticSubject):
         """Simulate ``s`` once (one batch element, noise ``seed`` stream 0) from its bundled source;
-        its BOLD (float64) becomes the subject's empirical BOLD."""
+        its BOLD (float64) becomes the subject's empirical BOLD and, for a spectral loss, its M/EEG
+        signal sampled at ``simulation.meeg.fs`` the subject's ``meeg`` (same noise)."""
         from ._backend import asnumpy
         from .data import Subject, load_subject
         from .integrate import Simulation
@@ -950,17 +1101,32 @@ class ExperimentConfig(_Section):
         theta = par.from_dict(s.params)
         f = self._synthetic_fidelity(s)
         settings = self.simulation.settings(f, src.tr, seed=s.seed).replace(noise="independent")
-        sim = Simulation(model, scale_sc(src.sc, self.simulation.sc_max), par.to_model_params(theta), settings,
-                         batch=1, streams=np.array([0]))
-        res = sim.run()
-        if bool(np.asarray(asnumpy(res.diverged))[0]):
-            raise ValueError(f"subjects.synthetic[{i}]: the simulation of {s.name!r} diverged; "
-                             "choose other params")
+        sc = scale_sc(src.sc, self.simulation.sc_max)
+        params = par.to_model_params(theta)
+
+        def run(m, st):
+            res = Simulation(m, sc, params, st, batch=1, streams=np.array([0])).run()
+            if bool(np.asarray(asnumpy(res.diverged))[0]):
+                raise ValueError(f"subjects.synthetic[{i}]: the simulation of {s.name!r} diverged; "
+                                 "choose other params")
+            return np.asarray(asnumpy(res.bold[0]), dtype=np.float64)
+
+        bold = meeg_x = meeg = None
+        what = [f"{f.duration:g} s at dt {f.dt:g} s"]
+        if self.fits_fc:
+            bold = run(model.bold_variant() if self.spectral else model, settings)
+        if self.spectral:
+            meeg = self.simulation.meeg.build()
+            ms = settings.replace(tr=meeg.dt, bold_dt=meeg.dt, hemodynamics="none")
+            if self.fits_fc and meeg.duration is not None:
+                ms = ms.replace(duration=meeg.duration)
+            meeg_x = run(model, ms)
+            what = [f"M/EEG {ms.duration:g} s at {meeg.fs:g} Hz, dt {f.dt:g} s"] + (what if bold is not None else [])
         truth = dict(zip(par.names, map(float, theta[0])))
-        subject = Subject(name=s.name, sc=src.sc, tr=src.tr, bold=np.asarray(asnumpy(res.bold[0]), dtype=np.float64),
-                          lengths=src.lengths, labels=src.labels,
+        subject = Subject(name=s.name, sc=src.sc, tr=src.tr, bold=bold, lengths=src.lengths, labels=src.labels,
+                          meeg=meeg_x, meeg_fs=None if meeg is None else meeg.fs,
                           source=f"synthetic subject {s.name!r} simulated from {src.name} "
-                                 f"(seed {s.seed}, {f.duration:g} s at dt {f.dt:g} s)")
+                                 f"(seed {s.seed}, {'; '.join(what)})")
         self._cache[("truth", s.name)] = truth
         return subject
 
@@ -1000,8 +1166,10 @@ class ExperimentConfig(_Section):
         subject = self.build_subject(subject_name)
         fid = self.simulation.fidelity(fidelity_index)
         par = self.build_parametrisation(self._maps_subject(subject_name))
+        meeg = self.simulation.meeg.build() if self.simulation.meeg is not None and self.spectral else None
         return Objective(subject, par.model, par, self.loss, self.simulation.settings(fid, subject.tr),
-                         window=self.simulation.window, step=self.simulation.step, sc_max=self.simulation.sc_max)
+                         window=self.simulation.window, step=self.simulation.step, sc_max=self.simulation.sc_max,
+                         meeg=meeg)
 
 
 def load_config(path) -> ExperimentConfig:

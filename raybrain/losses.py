@@ -13,6 +13,8 @@ Costs (r is Pearson's correlation over upper triangles, k = 1):
 - ``"pmfm"`` (Kong et al. 2021 pMFM):
   ``(1 - r(arctanh FC_sim, arctanh FC_emp)) + KS(FCD_sim, FCD_emp)``
 - ``"fc_corr"``: ``1 - r(FC_sim, FC_emp)`` alone (no FCD).
+- ``"spectral"`` (:mod:`raybrain.spectral`): ``d / (1 + d)`` of the log-PSD distance of an M/EEG-like signal
+  (not BOLD) to an empirical spectrum (a :class:`raybrain.spectral.SpectralTarget`).
 
 The FCD of each candidate is the dominant cost (T = 1200 TRs, W ≈ 1118 windows, N = 80 regions:
 O((T + W) N^2 + W^2 N^2) flops and O(T N^2 + W N^2 + W^2) memory, about 130 MB in float64, plus
@@ -22,6 +24,8 @@ of ``slice_size`` so that peak memory stays bounded by a few slices, never O(B W
 from __future__ import annotations
 
 import difflib
+import importlib
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -377,7 +381,7 @@ LOSSES: dict[str, type[Loss]] = {"pfic": PFICLoss, "pmfm": PMFMLoss, "fc_corr": 
 
 
 def get_loss(name: str, **kwargs) -> Loss:
-    """Instantiate a registered loss by name (``"pfic"``, ``"pmfm"``, ``"fc_corr"``)."""
+    """Instantiate a registered loss by name (``"pfic"``, ``"pmfm"``, ``"fc_corr"``, ``"spectral"``)."""
     if isinstance(name, Loss):
         return name
     try:
@@ -387,3 +391,9 @@ def get_loss(name: str, **kwargs) -> Loss:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown loss {name!r} (known: {', '.join(sorted(LOSSES))}){hint}") from None
     return cls(**kwargs)
+
+
+# the spectral loss lives in raybrain.spectral (which imports this module): importing it registers
+# ``"spectral"`` in LOSSES; when raybrain.spectral is the module being imported it registers itself
+if "raybrain.spectral" not in sys.modules:
+    importlib.import_module("raybrain.spectral")

@@ -67,6 +67,14 @@ class Parametrisation:
     def to_model_params(self, theta) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
+    def vector_params(self, theta, xp=np) -> dict:
+        """Model parameters of ONE vector ``theta`` (P,) on array module ``xp`` (NumPy, ``jax.numpy``):
+        scalars for global parameters, (N,) arrays for regional ones. The same mapping as
+        :meth:`to_model_params` (row ``b`` of it, with (B,) columns as scalars) but written with
+        ``xp`` operations only and no validation, so it can be differentiated (used by
+        :mod:`raybrain.gradient`)."""  # pragma: no cover
+        raise NotImplementedError
+
     def _clip(self, model: Model, name: str, value):
         lo, hi = model.parameter(name).bounds
         return np.clip(value, lo, hi)
@@ -108,6 +116,12 @@ class Global(Parametrisation):
         out = {k: np.full(t.shape[0], v, dtype=np.float64) for k, v in self.fixed.items()}
         for j, n in enumerate(self.names):
             out[n] = t[:, j].copy()
+        return out
+
+    def vector_params(self, theta, xp=np):
+        out = {k: float(v) for k, v in self.fixed.items()}
+        for j, n in enumerate(self.names):
+            out[n] = theta[j]
         return out
 
 
@@ -211,6 +225,18 @@ class Maps(Parametrisation):
             j += 1
         return out
 
+    def vector_params(self, theta, xp=np):
+        out, j = {}, 0
+        m1, m2 = xp.asarray(self.maps[0]), xp.asarray(self.maps[1])
+        for p in self.regional:
+            lo, hi = self.model.parameter(p).bounds
+            out[p] = xp.clip(theta[j] + theta[j + 1] * m1 + theta[j + 2] * m2, lo, hi)
+            j += 3
+        for g in self.globals_:
+            out[g] = theta[j]
+            j += 1
+        return out
+
 
 @dataclass
 class Regional(Parametrisation):
@@ -239,6 +265,13 @@ class Regional(Parametrisation):
         out = {self.parameter: t[:, :n].copy()}
         for k, g in enumerate(self.globals_):
             out[g] = t[:, n + k].copy()
+        return out
+
+    def vector_params(self, theta, xp=np):
+        n = self.n_regions
+        out = {self.parameter: theta[:n]}
+        for k, g in enumerate(self.globals_):
+            out[g] = theta[n + k]
         return out
 
 

@@ -16,24 +16,34 @@ Signals are ``(B, T, N)`` (batch, time, regions) sampled at ``fs`` Hz, as a
   spectra, < 1 for every valid candidate, ``worst = 1`` for invalid / non-finite ones).
 - :class:`CompositeLoss` — a weighted sum of losses, each on its own signal and target (e.g. FC
   correlation on BOLD plus the spectral loss on the LFP of the same candidates).
+- :class:`MEEGSettings` — how an M/EEG-like signal is sampled and analysed in a fit (``fs``, Welch
+  ``segment``, fit ``band``, optional ``duration``); :func:`spectral_features` — per-candidate
+  alpha/gamma band power and peak frequency (the record columns of spectral fits).
+
+``SpectralLoss`` is registered in :data:`raybrain.losses.LOSSES` as ``"spectral"``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
 from ._backend import array_module, asnumpy
-from .losses import Loss, LossResult, valid_rows
+from .losses import LOSSES, Loss, LossResult, valid_rows
 
 ALPHA = (8.0, 12.0)
 GAMMA = (30.0, 80.0)
 FIT_BAND = (2.0, 100.0)
 _FLOOR = 1e-30
 
-__all__ = ["ALPHA", "GAMMA", "welch", "band_power", "peak_frequency", "log_psd_distance",
-           "SpectralTarget", "SpectralLoss", "CompositeLoss"]
+__all__ = ["ALPHA", "GAMMA", "FIT_BAND", "welch", "band_power", "peak_frequency", "log_psd_distance",
+           "SpectralTarget", "SpectralLoss", "CompositeLoss", "MEEGSettings", "spectral_features",
+           "FEATURE_COLUMNS"]
+
+#: record columns of :func:`spectral_features` (simulated signal, averaged over regions)
+FEATURE_COLUMNS = ("alpha_power", "gamma_power", "alpha_peak_hz", "gamma_peak_hz")
 
 
 def welch(x, fs: float, nperseg: int | None = None):
@@ -221,3 +231,77 @@ class CompositeLoss:
         xp = array_module(total)
         total = xp.where(good, total, self.worst)
         return LossResult(total=total, components=comps, valid=good, name=self.name)
+
+
+LOSSES.setdefault("spectral", SpectralLoss)
+
+
+@dataclass(frozen=True)
+class MEEGSettings:
+    """How the M/EEG-like signal of a spectral fit is sampled and analysed.
+
+    ``fs`` (Hz): the model output is sampled every ``1/fs`` s (hemodynamics ``"none"``; ``1/fs``
+    must be a whole number of time steps). ``segment`` (s): Welch segment length, so the frequency
+    resolution is ``1/segment`` Hz (``nperseg = round(segment·fs)``). ``band`` (Hz): where
+    the log-PSD distance is taken. ``duration`` (s): simulated M/EEG time after the burn-in; None
+    (default) takes the fidelity's duration. With a composite loss the fidelity's duration is the
+    BOLD's, and ``duration`` lets the M/EEG run be much shorter.
+    """
+
+    fs: float = 250.0
+    segment: float = 1.0
+    band: tuple = FIT_BAND
+    duration: float | None = None
+
+    def __post_init__(self):
+        for k in ("fs", "segment"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"meeg {k} must be a positive number, got {v!r}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise ValueError(f"meeg duration must be a positive number of seconds, got {self.duration!r}")
+        band = tuple(float(b) for b in self.band)
+        object.__setattr__(self, "band", band)
+        if len(band) != 2 or not (0 <= band[0] < band[1]):
+            raise ValueError(f"meeg band must be [low, high] Hz with 0 <= low < high, got {list(self.band)}")
+        if self.nperseg < 2:
+            raise ValueError(f"meeg segment {self.segment:g} s at fs {self.fs:g} Hz is shorter than 2 samples")
+        nyq = self.fs / 2.0
+        top = max(band[1], GAMMA[1])
+        if top > nyq:
+            raise ValueError(f"meeg fs {self.fs:g} Hz: its Nyquist frequency {nyq:g} Hz lies below "
+                             f"{top:g} Hz (the fit band / gamma band); raise fs to at least {2 * top:g} Hz")
+        res = 1.0 / self.segment
+        for name, (lo, hi) in (("alpha", ALPHA), ("gamma", GAMMA), ("fit", band)):
+            if math.floor(hi / res + 1e-9) < math.ceil(lo / res - 1e-9):
+                raise ValueError(f"meeg segment {self.segment:g} s (resolution {res:g} Hz) has no frequency "
+                                 f"bin in the {name} band {lo:g}-{hi:g} Hz; lengthen the segment")
+
+    @property
+    def dt(self) -> float:
+        """Sampling interval ``1/fs`` (s)."""
+        return 1.0 / float(self.fs)
+
+    @property
+    def nperseg(self) -> int:
+        return int(round(self.segment * self.fs))
+
+    def samples(self, duration: float) -> int:
+        return int(round(duration * self.fs))
+
+
+def spectral_features(x, fs: float, nperseg: int) -> dict:
+    """Alpha/gamma band power and peak frequency of ``x`` (B, T, N), each averaged over regions:
+    ``{"alpha_power", "gamma_power", "alpha_peak_hz", "gamma_peak_hz"}`` -> (B,) float64 arrays
+    (NaN where ``x`` is not finite). Bands :data:`ALPHA`, :data:`GAMMA`."""
+    xp = array_module(x)
+    with np.errstate(all="ignore"):
+        f, psd = welch(x, fs, nperseg)
+        out = {
+            "alpha_power": band_power(f, psd, ALPHA).mean(axis=1),
+            "gamma_power": band_power(f, psd, GAMMA).mean(axis=1),
+            "alpha_peak_hz": peak_frequency(f, psd, ALPHA).astype(xp.float64).mean(axis=1),
+            "gamma_peak_hz": peak_frequency(f, psd, GAMMA).astype(xp.float64).mean(axis=1),
+        }
+        ok = xp.all(xp.isfinite(x), axis=(1, 2))
+    return {k: xp.where(ok, v.astype(xp.float64), np.nan) for k, v in out.items()}

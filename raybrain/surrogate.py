@@ -6,6 +6,10 @@ candidate's firing rates fall in the plausible range; CMA-ES then searches the s
 its best candidates are simulated for real (validation and test keep the real simulator). This
 module is the predictor; :mod:`raybrain.search.surrogate_cmaes` is the search.
 
+The end-to-end speed-up of a surrogate run over a plain one at equal final test cost
+(:func:`speedup`, on per-generation curves of each run's incumbent, :func:`incumbents`, with its
+held-out test cost) is what ``benchmarks/surrogate.py`` reports.
+
 ::
 
     from raybrain import results
@@ -52,7 +56,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Surrogate", "training_rows", "load_training_data"]
+__all__ = ["Surrogate", "training_rows", "load_training_data", "incumbents", "first_reach", "speedup"]
 
 FORMAT = "raybrain-surrogate/1"
 
@@ -355,6 +359,74 @@ class Surrogate:
             return cls(header["params"], z["bounds"], header["target"], header["outputs"], z["y_mean"],
                        z["y_std"], nets["reg"], nets["clf"], header["p_const"], header["n_train"],
                        header["invalid_loss"], header["loss_range"], header.get("meta"))
+
+
+# -- the end-to-end speed-up of a surrogate run over a plain one ------------------------------
+
+def incumbents(run: pd.DataFrame) -> pd.DataFrame:
+    """The incumbent of one run after each of its generations, from its rows of the results
+    dataframe: ``generation``, ``sims`` (training simulations spent by the end of it: ``new_sims``
+    where recorded, else one per row, every fidelity counted), ``eval_index`` and ``train_loss`` of
+    the incumbent (the lowest finite training loss so far at the run's top fidelity; the earliest
+    on ties, as :func:`raybrain.results.best`). Generations before the first finite loss are left
+    out."""
+    tr = run[run["phase"] == "train"] if "phase" in run else run
+    sims_col = tr["new_sims"].fillna(1).astype(float) if "new_sims" in tr else pd.Series(1.0, index=tr.index)
+    per_gen_sims = sims_col.groupby(tr["generation"]).sum().sort_index()
+    top = tr[tr["fidelity"] == tr["fidelity"].max()].sort_values(["generation", "eval_index"], kind="stable")
+    out, best, best_loss = [], None, np.inf
+    for g, grp in top.groupby("generation", sort=True):
+        loss = grp["loss"].to_numpy(dtype=float)
+        i = int(np.argmin(np.where(np.isfinite(loss), loss, np.inf)))
+        if np.isfinite(loss[i]) and loss[i] < best_loss:
+            best, best_loss = grp.iloc[i], float(loss[i])
+        if best is not None:
+            out.append({"generation": int(g), "sims": float(per_gen_sims.loc[:g].sum()),
+                        "eval_index": int(best["eval_index"]), "train_loss": best_loss})
+    return pd.DataFrame(out)
+
+
+def first_reach(curve: pd.DataFrame, target: float, col: str = "sims") -> tuple[float, bool]:
+    """``(cost, reached)``: ``col`` at the first row of ``curve`` (ascending) whose ``test_cost`` is
+    at most ``target``; if none, the last row's ``col`` and False (a lower bound)."""
+    hit = curve[curve["test_cost"].to_numpy(dtype=float) <= target + 1e-12]
+    if len(hit):
+        return float(hit[col].iloc[0]), True
+    return float(curve[col].iloc[-1]), False
+
+
+def speedup(surrogate: pd.DataFrame, reference: pd.DataFrame, train_sims: float = 0.0,
+            train_wall: float = 0.0, target: float | None = None, tol: float = 0.0) -> dict:
+    """The end-to-end speed-up of a surrogate run over a reference (plain) run at equal test cost.
+
+    Each curve: one row per generation, ascending, with ``sims`` and ``test_cost`` (the held-out
+    cost of the run's incumbent then) and optionally ``wall_s`` (cumulative). ``target``: the test
+    cost to reach (default: the surrogate run's final one), ``tol``: a margin (a test cost at most
+    target + tol counts as reached; e.g. twice the test costs' standard error, so that differences
+    below the noise do not count). Returns ``target_test_cost``,
+    ``sims_surrogate`` / ``sims_reference`` (at the first generation whose test cost is at most the
+    target; a run that never gets there is charged its whole budget, ``reached_*`` False),
+    ``bound`` (``"="`` both reached; ``">"`` only the surrogate run did, so every speed-up is a
+    lower bound; ``"<"`` only the reference did, an upper bound; ``"?"`` neither),
+    ``speedup_sims`` = sims_reference / sims_surrogate, ``speedup_sims_with_training`` (the
+    ``train_sims`` added to the surrogate run's), and the same for wall seconds (``train_wall``)
+    when both curves have ``wall_s``."""
+    if target is None:
+        target = float(surrogate["test_cost"].iloc[-1])
+    ns, rs = first_reach(surrogate, target + tol)
+    nc, rc = first_reach(reference, target + tol)
+    out = {"target_test_cost": float(target), "tol": float(tol), "surrogate_final_test_cost": float(surrogate["test_cost"].iloc[-1]),
+           "reference_final_test_cost": float(reference["test_cost"].iloc[-1]),
+           "sims_surrogate": ns, "sims_reference": nc, "reached_surrogate": rs, "reached_reference": rc,
+           "bound": {(True, True): "=", (True, False): ">", (False, True): "<"}.get((rs, rc), "?"),
+           "speedup_sims": nc / ns, "speedup_sims_with_training": nc / (ns + train_sims),
+           "train_sims": float(train_sims)}
+    if "wall_s" in surrogate and "wall_s" in reference:
+        ws, _ = first_reach(surrogate, target + tol, "wall_s")
+        wc, _ = first_reach(reference, target + tol, "wall_s")
+        out.update(wall_surrogate=ws, wall_reference=wc, speedup_wall=wc / ws,
+                   speedup_wall_with_training=wc / (ws + train_wall), train_wall_s=float(train_wall))
+    return out
 
 
 def _quiet(fn, X, y):

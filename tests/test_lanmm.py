@@ -34,10 +34,12 @@ def single_node():
 def test_registered_and_described():
     m = get_model("lanmm", output="P2")
     assert isinstance(m, LaNMM) and m.default_hemodynamics == "none"
+    assert get_model("lanmm", output="eeg").default_hemodynamics == "none"
     assert get_model("lanmm", output="rate").default_hemodynamics == "balloon"
+    assert m.bold_variant().output == "rate"
     assert "C_P2_PV" in m.parameter_names and m.describe().startswith("lanmm:")
     with pytest.raises(ValueError, match="output"):
-        LaNMM(output="eeg")
+        LaNMM(output="lfp")
 
 
 def test_single_node_alpha_in_P1_gamma_in_P2(single_node):
@@ -67,6 +69,17 @@ def test_reduced_pv_raises_gamma_power(single_node):
     f, p2 = welch(single_node["P2"][0], FS, 1000)
     g = band_power(f, p2, GAMMA)[:, 0]
     assert g[1] > g[0]
+
+
+def test_eeg_output_is_the_sum_of_the_pyramidal_potentials():
+    """output="eeg" samples v_EEG, integrated from the sum of the derivatives of v_P1 and v_P2:
+    the same trajectory as v_P1 + v_P2 (same noise), to rounding."""
+    sc = np.array([[0.0, 1.0], [0.5, 0.0]])
+    s = _settings(0.3, burn_in=0.0)
+    params = {"G": np.array([[0.0], [10.0]]), "C_P2_PV": np.array([[200.0], [120.0]])}
+    out = {w: np.asarray(Simulation(LaNMM(output=w), sc, params, s).run().bold) for w in ("P1", "P2", "eeg")}
+    assert np.abs(out["P2"]).max() > 1.0  # not trivially zero
+    np.testing.assert_allclose(out["eeg"], out["P1"] + out["P2"], rtol=0, atol=1e-9)
 
 
 def test_batch_independence():

@@ -205,7 +205,7 @@ def test_as_records(target):
 
 def test_get_loss_registry_and_suggestion():
     assert isinstance(L.get_loss("pfic"), L.PFICLoss)
-    assert set(L.LOSSES) == {"pfic", "pmfm", "fc_corr"}
+    assert set(L.LOSSES) == {"pfic", "pmfm", "fc_corr", "spectral"}
     with pytest.raises(ValueError, match="did you mean 'pfic'"):
         L.get_loss("pfci")
 

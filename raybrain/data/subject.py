@@ -55,6 +55,11 @@ class Subject:
         Where the data came from (file paths, dataset name); used in error messages.
     members : tuple of Subject
         For a group: the subjects it averages. Empty for a single subject.
+    meeg : array (T, N) or None
+        An M/EEG-like regional recording (e.g. a synthetic subject's simulated pyramidal membrane
+        potentials), the target of spectral fits (:mod:`raybrain.spectral`). None by default.
+    meeg_fs : float or None
+        Its sampling rate in Hz (required with ``meeg``).
     """
 
     name: str
@@ -65,6 +70,8 @@ class Subject:
     labels: tuple[str, ...] | None = None
     source: str = _ARGS
     members: tuple["Subject", ...] = ()
+    meeg: np.ndarray | None = None
+    meeg_fs: float | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +89,14 @@ class Subject:
         if self.bold is not None:
             set_(self, "bold", _readonly(validate.check_bold(self.bold, n, source=src("bold"))))
         set_(self, "labels", validate.check_labels(self.labels, n, source=src("labels")))
+        if (self.meeg is None) != (self.meeg_fs is None):
+            raise ValueError(f"{src('meeg')}: give meeg and meeg_fs together (the M/EEG signal and its sampling rate)")
+        if self.meeg is not None:
+            fs = self.meeg_fs
+            if isinstance(fs, bool) or not (isinstance(fs, (int, float, np.number)) and np.isfinite(fs) and fs > 0):
+                raise ValueError(f"{src('meeg_fs')}: the M/EEG sampling rate must be a positive number of Hz, got {fs!r}")
+            set_(self, "meeg_fs", float(fs))
+            set_(self, "meeg", _readonly(validate.check_bold(self.meeg, n, source=src("meeg"))))
         members = tuple(self.members)
         set_(self, "members", members)
         if members:
@@ -179,5 +194,7 @@ class Subject:
         parts.append(f"tr={self.tr:g}")
         if self.members:
             parts.append(f"members={len(self.members)}")
+        if self.meeg is not None:
+            parts.append(f"meeg={self.meeg.shape[0]} samples at {self.meeg_fs:g} Hz")
         parts.append(f"source={self.source!r}")
         return f"Subject({', '.join(parts)})"

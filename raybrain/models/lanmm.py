@@ -56,9 +56,25 @@ variables, an exact change of variables), so the M/EEG-like outputs are single s
 
 **Outputs.** ``output="P1"`` (default) samples ``v_P1`` (deep, alpha; mV), ``"P2"`` samples
 ``v_P2`` (superficial, gamma) — the paper's LFP proxies are these pyramidal membrane
-potentials — both with ``hemodynamics="none"`` at ``bold_dt`` (set ``tr = bold_dt`` to keep every
-sample, e.g. 1 kHz). ``output="rate"`` feeds the P1 rate ``m`` (Hz) to the Balloon–Windkessel
-model (the default hemodynamics then is ``"balloon"``) for FC-based fits.
+potentials — and ``"eeg"`` samples ``v_EEG = v_P1 + v_P2`` (both layers' pyramidal potentials, an
+M/EEG proxy carrying both rhythms; a state variable integrated from the sum of the two
+derivatives, so it equals the sum to rounding), all with ``hemodynamics="none"`` at ``bold_dt``
+(set ``tr = bold_dt`` to keep every sample, e.g. 250 Hz – 1 kHz; spectral fits do this from
+``simulation.meeg.fs``). ``output="rate"`` feeds the P1 rate ``m`` (Hz) to the Balloon–Windkessel
+model (the default hemodynamics then is ``"balloon"``) for FC-based fits; :meth:`LaNMM.bold_variant`
+gives it for the BOLD half of a composite spectral + FC fit.
+
+**Regimes at the defaults** (measured here, dt = 0.1 ms, ``sigma = 0.3``): an isolated node has an
+alpha peak at 11 Hz in ``v_P1`` and a gamma peak at ≈ 46–47 Hz in ``v_P2`` (1 Hz resolution); on
+the HCP connectome (SC max 1, G = 10) alpha moves to ≈ 10.3 Hz and gamma stays at ≈ 46 Hz.
+Raising G raises alpha power and slows alpha (11 → 9.7 Hz from G = 0 to 20); lowering the PV→P2
+strength ``C_P2_PV`` lowers gamma power (the isolated node loses its gamma peak below ≈ 140).
+Published regimes (Sanchez-Todo 2023; de Palma Aristides 2026): alpha (≈ 10 Hz, 8–12 Hz) in the
+deep P1 generator and gamma (≈ 40 Hz, 30–50 Hz) in the superficial P2 generator; de Palma
+Aristides et al. report that the AD-linked alterations impair the model's multifrequency activity,
+while the LaNMM AD study reports *higher* gamma power with early PV dysfunction — at these
+defaults weaker PV→P2 inhibition lowers gamma (``tests/test_lanmm.py``, an xfail test), so the
+operating point differs from the published one in that respect.
 
 **Parameter provenance.** The synaptic kinetics, sigmoid and the P1/SS/SST block are the
 Jansen & Rit (1995) values the LaNMM reuses (A = 3.25 mV, a = 100 /s; slow GABA 22 mV, 50 /s;
@@ -67,7 +83,9 @@ the P2/PV block, the cross-layer couplings and the inputs p1, p2 follow the LaNM
 could not be checked against the published parameter table in this environment (no full text was
 available): they are set so that an isolated node reproduces the published behaviour (alpha near
 10 Hz in P1, gamma near 40 Hz in P2). Check them against Sanchez-Todo et al. (2023), Table 1,
-before quantitative use; they are ordinary parameters and can be overridden.
+before quantitative use; they are ordinary parameters and can be overridden. (A search of the
+literature index available here found the de Palma Aristides 2026 article only as its abstract and
+front matter — no parameter table — so the published values could not be stated or checked.)
 """
 from __future__ import annotations
 
@@ -86,7 +104,7 @@ GROUPS = (
     ("P2", "AMPA"), ("P2", "GABAs"), ("P2", "GABAf"),
     ("PV", "AMPA"), ("PV", "GABAs"), ("PV", "GABAf"),
 )
-OUTPUTS = ("P1", "P2", "rate")
+OUTPUTS = ("P1", "P2", "eeg", "rate")
 
 
 def _state_variables():
@@ -96,6 +114,7 @@ def _state_variables():
         out.append(StateVariable(f"v_{post}" if first else f"u_{post}_{typ}", 0.0))
         out.append(StateVariable(f"w_{post}_{typ}", 0.0))
     out.append(StateVariable("m_P1", 0.0))
+    out.append(StateVariable("v_EEG", 0.0))  # v_P1 + v_P2 (integrates the sum of their derivatives)
     return tuple(out)
 
 
@@ -148,11 +167,17 @@ class LaNMM(Model):
         if output not in OUTPUTS:
             raise ValueError(f"LaNMM output must be one of {OUTPUTS}, got {output!r}")
         self.output = output
-        self.bold_input = {"P1": _IDX["v_P1"], "P2": _IDX["v_P2"], "rate": _IDX["m_P1"]}[output]
+        self.bold_input = {"P1": _IDX["v_P1"], "P2": _IDX["v_P2"], "eeg": _IDX["v_EEG"], "rate": _IDX["m_P1"]}[output]
         self.default_hemodynamics = "balloon" if output == "rate" else "none"
 
     def __repr__(self) -> str:
         return f"LaNMM(output={self.output!r})"
+
+    def bold_variant(self) -> "LaNMM":
+        """The same model with ``output="rate"`` (P1 rate → Balloon–Windkessel BOLD): the BOLD
+        half of a composite (spectral + FC) fit; its trajectory is identical, only the sampled
+        variable differs."""
+        return LaNMM(output="rate")
 
     def initial_state(self, batch: int, n: int, xp=np, dtype=np.float64) -> tuple:
         # start at rest with the relay at the resting P1 rate (no initial network kick)
@@ -217,6 +242,7 @@ class LaNMM(Model):
         out[2 * GROUPS.index(("P1", "AMPA"))] = du[("P1", "AMPA")] + du[("P1", "GABAs")]
         out[2 * GROUPS.index(("P2", "AMPA"))] = du[("P2", "AMPA")] + du[("P2", "GABAs")] + du[("P2", "GABAf")]
         out.append((f["P1"] - s[_IDX["m_P1"]]) * (1.0 / TAU_RELAY))
+        out.append(out[2 * GROUPS.index(("P1", "AMPA"))] + out[2 * GROUPS.index(("P2", "AMPA"))])
         obs = {"r_P1": f["P1"], "r_P2": f["P2"], "r_PV": f["PV"], "v_P1": v["P1"], "v_P2": v["P2"]}
         return tuple(out), obs
 

@@ -115,16 +115,20 @@ def resimulate(path, res=None, *, subjects=None, max_duration: float = DEFAULT_M
     for _, row in fits.iterrows():
         subject = str(row["subject"])
         obj = cfg.build_objective(subject, -1)
+        if obj.target is None:
+            raise NothingToShow("a spectral (M/EEG) fit has no FC target to compare")
         par = obj.parametrisation
         params = {n: float(row[n]) for n in par.names}
-        tr = obj.settings.tr
-        top = float(obj.settings.duration)
+        bold_settings = getattr(obj, "bold_settings", None) or obj.settings
+        tr = bold_settings.tr
+        top = float(bold_settings.duration)
         # long enough for at least 2 FCD windows, never longer than the top fidelity
         need = (sim.window + sim.step + 1) * tr
         duration = min(top, max(float(max_duration), need))
         theta = np.array([[params[n] for n in par.names]])
         rec = obj.evaluate(theta, seed=seed, repeats=1, duration=duration)[0]
-        bold = _asnumpy(obj.last_result.bold)[0].astype(np.float64)
+        last = obj.last_bold_result if getattr(obj, "composite", False) else obj.last_result
+        bold = _asnumpy(last.bold)[0].astype(np.float64)
         fc_sim = np.asarray(F.fc(bold), dtype=float)
         n_frames = bold.shape[0]
         fcd_sim = fcd_emp = None

@@ -19,6 +19,9 @@ name                 algorithm                                       backend (pi
 ``optuna-cmaes``     CMA-ES (Hansen 2016)                            optuna + cmaes
 ``hyperopt-tpe``     TPE (Bergstra et al. 2011)                      hyperopt
 ``bayesopt``         GP Bayesian optimisation (Snoek et al. 2012)    bayesian-optimization<2
+``surrogate-cmaes``  CMA-ES on a learned cost surrogate (DELSSOME)   nevergrad + scikit-learn
+``gradient``         projected Adam through the simulator            jax
+                     (Griffiths 2022; TVB-Optim 2025)
 ===================  ==============================================  ===========================
 
 Backends are imported when an optimizer is built, never at import of this package; a missing

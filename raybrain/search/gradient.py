@@ -18,8 +18,25 @@ Starting points (``population`` = K): ``refine_from`` (a (K, P) array, e.g. the 
 a coarse random/grid/CMA-ES search: *explore, then refine*; see :func:`refine`), else ``x0``
 (P,), else K points of a seeded uniform draw (K = 1: the box centre).
 
+In experiments (:func:`raybrain.search.tune.population_trainable`) the loss is built from the run's
+objective by :meth:`GradientDescent.attach_objective`: :class:`raybrain.gradient.ObjectiveLoss`, a
+differentiable stand-in for the objective's loss (FC terms exact, the FCD KS term replaced by the
+smoothed KS distance :func:`raybrain.gradient.soft_ks`), simulated by the JAX twin of the model
+with ``grad_repeats`` fixed noise realisations per Adam step (fresh ones each step with
+``resample: true``, the same ones throughout with ``false``). Its settings (``grad_repeats``,
+``truncate``, ``fcd_weight``, ``fcd_bandwidth``, ``noise``, ``grad_duration``, ...) are settings of
+this family, so an experiment YAML sets them under ``settings:``.
+
+Explore, then refine (TVB-Optim's recommended practice) inside the one family: with
+``explore: {name: random|grid|cmaes|..., evaluations: M, population: p, settings: {...}}`` the
+optimizer first delegates ask/tell to that coarse optimizer until M candidates were told (or it is
+done), then starts ``refine_top`` = K Adam iterates at the K best told candidates (lowest told loss,
+earliest first among ties; :attr:`refine_starts`); the first refine ask is already one Adam step
+from each (their told losses are the iterates' first bests).
+
 Checkpoints: :meth:`state` pickles everything except ``loss_fn`` (a closure over JAX objects is
-not picklable); after :meth:`Optimizer.from_state` call :meth:`attach` with the loss again.
+not picklable); after :meth:`Optimizer.from_state` call :meth:`attach` (or
+:meth:`attach_objective`, as the Tune trainable does) with the loss again.
 """
 from __future__ import annotations
 
@@ -48,7 +65,31 @@ class GradientDescent(Optimizer):
         "patience": 3,          # tells without improvement before an iterate is frozen
         "max_generations": None,
         "jit": True,
+        # explore-then-refine
+        "explore": None,        # {name, evaluations, population, settings}: a coarse search first
+        "refine_top": 1,        # K: Adam iterates started at the K best told explore candidates
+        # the differentiable loss built by attach_objective (raybrain.gradient.ObjectiveLoss)
+        "grad_repeats": None,   # fixed noise realisations per gradient (None: simulation.repeats)
+        "resample": True,       # fresh fixed noise each Adam step (stochastic gradient of E[loss])
+        "noise": "raybrain",    # "raybrain" (the simulator's own counter-based noise) or "jax"
+        "truncate": None,       # truncated BPTT: cut the gradient every this many TRs
+        "grad_burn_in": False,  # differentiate through the burn-in too
+        "checkpoint": True,     # jax.checkpoint each TR (memory O(T) in the backward pass)
+        "corr_weight": None,    # 1 - r(FC) weight (None: from the objective's loss)
+        "mean_weight": None,    # |mean FC difference| weight (None: from the loss)
+        "mse_weight": 0.0,      # mean squared FC difference weight
+        "fcd_weight": None,     # smoothed-KS FCD weight (None: from the loss; 0 drops the FCD)
+        "fcd_bandwidth": 0.05,  # h of the smoothed KS (raybrain.gradient.soft_ks)
+        "fcd_points": 256,      # k-point grid on [-1, 1]; None: pooled midpoints (exact KS as h -> 0)
+        "grad_dtype": "float64",
+        "grad_duration": None,  # simulated seconds of the differentiable run (None: the objective's)
+        "grad_dt": None,        # its time step (None: the objective's)
     }
+    #: settings passed to raybrain.gradient.ObjectiveLoss (setting name -> argument name)
+    _LOSS_ARGS = {"noise": "noise", "truncate": "truncate", "grad_burn_in": "grad_burn_in",
+                  "checkpoint": "checkpoint", "corr_weight": "corr_weight", "mean_weight": "mean_weight",
+                  "mse_weight": "mse_weight", "fcd_weight": "fcd_weight", "fcd_bandwidth": "fcd_bandwidth",
+                  "fcd_points": "fcd_points", "grad_dtype": "dtype", "grad_duration": "duration", "grad_dt": "dt"}
 
     @classmethod
     def default_population(cls, dim: int) -> int:
@@ -64,6 +105,12 @@ class GradientDescent(Optimizer):
         for key in ("inner_steps", "patience"):
             if isinstance(st[key], bool) or not isinstance(st[key], (int, np.integer)) or st[key] < 1:
                 raise ValueError(f"gradient: {key} must be a positive integer, got {st[key]!r}")
+        self._inner = None
+        self._stage = "refine"
+        self.refine_starts = None
+        if st["explore"] is not None:
+            self._setup_explore(st)
+            return
         if st["refine_from"] is not None:
             starts = np.asarray(st["refine_from"], dtype=np.float64)
             if starts.ndim != 2 or starts.shape[1] != self.dim or len(starts) < 1:
@@ -78,26 +125,97 @@ class GradientDescent(Optimizer):
             starts = self.bounds.mean(axis=1)[None]
         else:
             starts = self.from_unit(np.random.default_rng(self.seed).random((self.population, self.dim)))
+        self._start(starts)
+        self._vg = None
+        self._loss_fn = st.pop("loss_fn", None)
+        st["loss_fn"] = None  # keep the settings picklable; the function lives in _loss_fn
+
+    def _start(self, starts, best=None) -> None:
+        """Adam iterates at ``starts`` (K, P); ``best``: their known told losses (explore)."""
+        starts = np.asarray(starts, dtype=np.float64)
         if not np.all(np.isfinite(starts)):
             raise ValueError("gradient: starting points must be finite")
         self._u = np.clip(self.to_unit(starts), 0.0, 1.0)
         self._m1 = np.zeros_like(self._u)
         self._m2 = np.zeros_like(self._u)
         self._t = np.zeros(len(self._u), dtype=np.int64)
-        self._best = np.full(len(self._u), np.inf)
+        self._best = np.full(len(self._u), np.inf) if best is None else np.asarray(best, np.float64).copy()
         self._stale = np.zeros(len(self._u), dtype=np.int64)
         self._active = np.ones(len(self._u), dtype=bool)
-        self._asked_once = False
+        self._asked_once = best is not None  # explore: the starts were evaluated already
         self.last_grad_norm = np.full(len(self._u), np.nan)
+        self.population = len(self._u)
+
+    def _setup_explore(self, st) -> None:
+        from . import get_optimizer
+
+        ex = st["explore"]
+        if not isinstance(ex, dict):
+            raise ValueError(f"gradient: explore must be a mapping {{name, evaluations, population, settings}}, "
+                             f"got {ex!r}")
+        unknown = sorted(set(ex) - {"name", "evaluations", "population", "settings"})
+        if unknown:
+            raise ValueError(f"gradient: unknown key {unknown[0]!r} in explore (accepted: name, evaluations, "
+                             f"population, settings)")
+        if "name" not in ex or ex["name"] == "gradient":
+            raise ValueError(f"gradient: explore.name must name a coarse optimizer family (random, grid, cmaes, "
+                             f"...), got {ex.get('name')!r}")
+        m = ex.get("evaluations")
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"gradient: explore.evaluations must be a positive integer, got {m!r}")
+        k = st["refine_top"]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= m:
+            raise ValueError(f"gradient: refine_top must be an integer in [1, explore.evaluations = {m}], got {k!r}")
+        if st["x0"] is not None or st["refine_from"] is not None:
+            raise ValueError("gradient: explore picks the starting points; do not also give x0 or refine_from")
+        inner_settings = dict(ex.get("settings") or {})
+        self._inner = get_optimizer(ex["name"], self.bounds, seed=self.seed, population=ex.get("population"),
+                                    **inner_settings)
+        self._stage = "explore"
+        self._explore_m = int(m)
+        self._told_theta = np.empty((0, self.dim))
+        self._told_loss = np.empty(0)
+        self.population = self._inner.population
+        self._start(self.bounds.mean(axis=1)[None])  # placeholder until the refine stage
+        self.population = self._inner.population
         self._vg = None
         self._loss_fn = st.pop("loss_fn", None)
-        st["loss_fn"] = None  # keep the settings picklable; the function lives in _loss_fn
+        st["loss_fn"] = None
+
+    def _begin_refine(self) -> None:
+        """The K best told explore candidates (stable: the earliest among equal losses) become the
+        starting points of K Adam iterates."""
+        order = np.argsort(self._told_loss, kind="stable")[:int(self.settings["refine_top"])]
+        self.refine_starts = self._told_theta[order].copy()
+        self._start(self.refine_starts, best=self._told_loss[order])
+        self._stage = "refine"
 
     # -- loss ------------------------------------------------------------------------------------
     def attach(self, loss_fn: Callable) -> "GradientDescent":
-        """(Re)attach the differentiable loss, e.g. after :meth:`from_state`."""
+        """(Re)attach the differentiable loss, e.g. after :meth:`from_state`. A loss with the attribute
+        ``takes_noise_index = True`` is called as ``loss_fn(theta, k)`` with ``k`` the iterate's Adam step
+        (``resample: true``) or 0 (``false``): a new fixed noise realisation per step."""
         self._loss_fn, self._vg = loss_fn, None
         return self
+
+    def attach_objective(self, objective, *, seed: int = 0, repeats: int = 1) -> "GradientDescent":
+        """Build and attach :class:`raybrain.gradient.ObjectiveLoss` of ``objective`` (a
+        :class:`raybrain.objective.Objective`): its model, scaled SC, settings and target, noise
+        ``seed`` and ``grad_repeats`` (default ``repeats``) realisations, with this family's loss
+        settings. ValueError names a parameter that cannot be differentiated. Called by the Tune
+        trainable after building or restoring the optimizer."""
+        from ..gradient import ObjectiveLoss
+
+        st = self.settings
+        names = tuple(objective.parametrisation.names)
+        if len(names) != self.dim:
+            raise ValueError(f"gradient: the objective has {len(names)} parameters {list(names)}, the optimizer "
+                             f"{self.dim}")
+        r = st["grad_repeats"] if st["grad_repeats"] is not None else repeats
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise ValueError(f"gradient: grad_repeats must be a positive integer, got {r!r}")
+        kw = {arg: st[key] for key, arg in self._LOSS_ARGS.items()}
+        return self.attach(ObjectiveLoss(objective, seed=int(seed), repeats=int(r), **kw))
 
     def _value_and_grad(self):
         if self._loss_fn is None:
@@ -105,7 +223,7 @@ class GradientDescent(Optimizer):
                              "returning a scalar; see raybrain.gradient.vector_loss), or attach() one")
         if self._vg is None:
             jax = require("jax", "jax")
-            vg = jax.value_and_grad(self._loss_fn)
+            vg = jax.value_and_grad(self._loss_fn, argnums=0)
             self._vg = jax.jit(vg) if self.settings["jit"] else vg
         return self._vg
 
@@ -117,11 +235,27 @@ class GradientDescent(Optimizer):
 
     # -- ask / tell ------------------------------------------------------------------------------
     @property
+    def stage(self) -> str:
+        """``"explore"`` (delegating to the coarse optimizer) or ``"refine"`` (Adam)."""
+        return self._stage
+
+    @property
     def done(self) -> bool:
         mg = self.settings["max_generations"]
-        return (not self._active.any()) or (mg is not None and self.generation >= mg)
+        if mg is not None and self.generation >= mg:
+            return True
+        if self._stage == "explore":
+            return False
+        return not self._active.any()
 
     def _ask_physical(self) -> np.ndarray:
+        if self._stage == "explore":
+            left = self._explore_m - len(self._told_loss)
+            if left > 0 and not self._inner.done:
+                theta = self._inner.ask()[:left]
+                self.population = len(theta)
+                return theta
+            self._begin_refine()
         if self._asked_once:
             import jax.numpy as jnp
 
@@ -129,10 +263,15 @@ class GradientDescent(Optimizer):
             b1, b2 = self.settings["betas"]
             lr, decay, eps = self.settings["lr"], self.settings["lr_decay"], self.settings["eps"]
             span = self.bounds[:, 1] - self.bounds[:, 0]
+            noisy = bool(getattr(self._loss_fn, "takes_noise_index", False))
             for k in np.flatnonzero(self._active):
                 for _ in range(int(self.settings["inner_steps"])):
                     theta = self.from_unit(self._u[k])
-                    _, g = vg(jnp.asarray(theta))
+                    if noisy:
+                        idx = int(self._t[k]) if self.settings["resample"] else 0
+                        _, g = vg(jnp.asarray(theta), idx)
+                    else:
+                        _, g = vg(jnp.asarray(theta))
                     g = np.asarray(g, dtype=np.float64) * span
                     self.last_grad_norm[k] = float(np.linalg.norm(g))
                     if not np.all(np.isfinite(g)):
@@ -147,6 +286,12 @@ class GradientDescent(Optimizer):
         return self.from_unit(self._u)
 
     def _tell(self, index: np.ndarray, losses: np.ndarray) -> None:
+        if self._stage == "explore":
+            theta = self._pending[index]
+            self._inner.tell(theta, losses)
+            self._told_theta = np.concatenate([self._told_theta, theta])
+            self._told_loss = np.concatenate([self._told_loss, losses])
+            return
         for k, y in zip(index, losses):
             if y < self._best[k]:
                 self._best[k], self._stale[k] = y, 0

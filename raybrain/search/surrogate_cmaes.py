@@ -21,7 +21,15 @@ held-out validation and test stages re-simulate with the real integrator).
 After each fully told generation the surrogate is refitted (``refit``: every that many
 generations; 0/False never) on the training rows plus every told evaluation. The told losses carry
 no components, so refits predict the loss directly (``target="loss"``); told losses at or above the
-smallest loss of an invalid training row (the loss's ``worst``) are left out of the regression.
+smallest loss of an invalid training row (the loss's ``worst``; without one, the ``worst`` of the
+attached objective's loss) are left out of the regression.
+
+Training rows of other subjects: ``train_subjects`` ``"same"`` (default) keeps, once the run's
+objective is attached (:meth:`SurrogateCMAES.attach_objective`, called by the population trainable
+before the first ask; or :meth:`SurrogateCMAES.use_subject`), only the training rows of the subject
+this run fits, as DELSSOME trains on records of the target it fits; when the data hold no row of
+that subject (or no ``subject`` column) every row is kept. ``"all"`` keeps every row; a list of
+subject names keeps those.
 
 Without ``train`` (cold start) the first asks are uniform random until the told evaluations
 (at least max(4, P + 2)) can train the surrogate, which then learns from real evaluations only.
@@ -92,12 +100,13 @@ class SurrogateCMAES(Optimizer):
     ``inner_population`` (default 4 + 3 ln P, at least 8), ``restarts`` (2), ``sigma0`` (0.3 of
     each range), ``penalty`` (None: the valid training losses' range), ``refit`` (refit every that
     many told generations, default 1; 0/False never), ``hidden`` ((32, 32)), ``ensemble`` (3),
-    ``min_distance`` (0.02 in the unit box)."""
+    ``min_distance`` (0.02 in the unit box), ``train_subjects`` ("same", "all" or a list of subject
+    names: which subjects' training rows to learn from)."""
 
     name = "surrogate-cmaes"
     defaults = {"train": None, "params": None, "target": "loss", "generations": 100, "inner_population": None,
                 "restarts": 2, "sigma0": 0.3, "penalty": None, "refit": 1, "hidden": (32, 32), "ensemble": 3,
-                "min_distance": 0.02}
+                "min_distance": 0.02, "train_subjects": "same"}
 
     @classmethod
     def default_population(cls, dim: int) -> int:
@@ -105,7 +114,7 @@ class SurrogateCMAES(Optimizer):
 
     def _setup(self) -> None:
         require("sklearn", "scikit-learn")
-        from ..surrogate import Surrogate, _params_of, load_training_data, training_rows
+        from ..surrogate import _params_of, load_training_data, training_rows
 
         s = self.settings
         for key in ("generations", "restarts", "ensemble"):
@@ -130,6 +139,11 @@ class SurrogateCMAES(Optimizer):
         self.surrogate = None
         self._train_best = None
         self._penalty = None if s["penalty"] is None else float(s["penalty"])
+        ts = s["train_subjects"]
+        if not (ts in ("same", "all") or (isinstance(ts, (list, tuple)) and all(isinstance(x, str) for x in ts))):
+            raise ValueError(f"surrogate-cmaes: setting 'train_subjects' must be 'same', 'all' or a list of "
+                             f"subject names, got {ts!r}")
+        self.subject = None  # the subject whose rows were kept (train_subjects "same"), once known
         if s["train"] is None:  # cold start: uniform asks until the told evaluations can train it
             self.params = list(s["params"]) if s["params"] is not None else [f"x{j}" for j in range(self.dim)]
             if len(self.params) != self.dim:
@@ -143,25 +157,66 @@ class SurrogateCMAES(Optimizer):
                 raise ValueError(f"surrogate-cmaes: the training data have {len(params)} parameter(s) {params}, "
                                  f"the bounds {self.dim}; pass setting 'params' in bounds order")
             keep = [c for c in df.columns if c in set(params) | {"loss", "valid", "plausible", "phase", "fidelity",
-                                                                  "experiment"}
+                                                                  "experiment", "subject"}
                     or c in _component_columns(df)]
             self._rows = training_rows(df)[keep].reset_index(drop=True)
+            if isinstance(ts, (list, tuple)):
+                if "subject" not in self._rows:
+                    raise ValueError("surrogate-cmaes: setting 'train_subjects' lists subjects but the training "
+                                     "data have no 'subject' column")
+                self._rows = self._rows[self._rows["subject"].isin(list(ts))].reset_index(drop=True)
+                if self._rows.empty:
+                    raise ValueError(f"surrogate-cmaes: no training rows of subject(s) {list(ts)}")
             self.params = params
-            self.surrogate = Surrogate.fit(self._rows, params, seed=self.seed, target=s["target"],
-                                           bounds=self.bounds, select=False, **self._fit_kw)
-            if self._penalty is None:
-                lo, hi = self.surrogate.loss_range
-                self._penalty = max(hi - lo, 1e-12)
-            valid, plaus = _labels(self._rows)
-            good = plaus if plaus.any() else valid
-            y = self._rows["loss"].to_numpy(dtype=float)
-            k = int(np.flatnonzero(good)[np.argmin(y[good])]) if good.any() else 0
-            self._train_best = np.clip(self.to_unit(self._rows[params].to_numpy(dtype=float)[k]), 0.0, 1.0)
+            self._fit_initial()
         self._told_theta: list[np.ndarray] = []
         self._told_loss: list[float] = []
         self._told_gens = 0
+        self._worst = None  # the loss's worst (a failed simulation), from attach_objective
         self.n_surrogate_evals = 0
         self.n_refits = 0
+
+    def _fit_initial(self) -> None:
+        """Fit the surrogate on the training rows alone; the first search starts at their best."""
+        from ..surrogate import Surrogate
+
+        s = self.settings
+        self.surrogate = Surrogate.fit(self._rows, self.params, seed=self.seed, target=s["target"],
+                                       bounds=self.bounds, select=False, **self._fit_kw)
+        if s["penalty"] is None:
+            lo, hi = self.surrogate.loss_range
+            self._penalty = max(hi - lo, 1e-12)
+        valid, plaus = _labels(self._rows)
+        good = plaus if plaus.any() else valid
+        y = self._rows["loss"].to_numpy(dtype=float)
+        k = int(np.flatnonzero(good)[np.argmin(y[good])]) if good.any() else 0
+        self._train_best = np.clip(self.to_unit(self._rows[self.params].to_numpy(dtype=float)[k]), 0.0, 1.0)
+
+    def use_subject(self, name) -> bool:
+        """With ``train_subjects`` "same": keep only the training rows of subject ``name`` (when the
+        data hold any) and refit. Only before the first ask, and once (a restored run keeps its
+        rows); returns whether the rows changed."""
+        if (self.settings["train_subjects"] != "same" or self._rows is None or self.subject is not None
+                or name is None or self.generation > 0 or self._told_theta):
+            return False
+        self.subject = str(name)
+        if "subject" not in self._rows:
+            return False
+        mine = (self._rows["subject"] == self.subject).to_numpy()
+        if not mine.any() or mine.all():
+            return False
+        self._rows = self._rows[mine].reset_index(drop=True)
+        self._fit_initial()
+        return True
+
+    def attach_objective(self, objective, seed=None, repeats: int = 1) -> None:
+        """Hook of the population trainable (before the first ask, and again after a restore):
+        learn from the training rows of the objective's subject (``train_subjects`` "same")."""
+        subject = getattr(objective, "subject", None)
+        worst = getattr(getattr(objective, "loss", None), "worst", None)
+        if worst is not None:  # the loss of a failed simulation: kept out of refits
+            self._worst = float(worst)
+        self.use_subject(getattr(subject, "name", subject if isinstance(subject, str) else None))
 
     def _objective(self, u: np.ndarray) -> np.ndarray:
         cost, p = self.surrogate.predict(self.from_unit(u))
@@ -216,7 +271,9 @@ class SurrogateCMAES(Optimizer):
         t = np.array(self._told_theta)
         y = np.array(self._told_loss)
         bad = None if self.surrogate is None else self.surrogate.invalid_loss
-        ok = y < bad if bad is not None else np.ones(len(y), dtype=bool)
+        if bad is None:  # no failed training row: the attached loss's worst, if known
+            bad = getattr(self, "_worst", None)
+        ok = np.isfinite(y) & (y < bad if bad is not None else True)
         seed = self.seed + 7919 * self._told_gens
         if self._rows is None:  # cold start: the told evaluations are all the data
             if ok.sum() < max(4, self.dim + 2):
