@@ -282,11 +282,10 @@ class _Rows:
         rows = np.concatenate([rows, extra])
         subj = self.subject_index[rows]
         used, local = np.unique(subj, return_inverse=True)
-        sim = Simulation(self.model, self.sc[used], None, self.settings, batch=len(rows),
-                         subject_index=local.reshape(-1), keys=self.keys[rows], lanes=self.lanes)
         # the requests' own prepared parameters, row for row (not re-prepared from the merged batch)
-        sim.params_host = {k: np.ascontiguousarray(v[rows]) for k, v in self.params.items()}
-        sim.params = {k: sim.xp.asarray(v, dtype=sim.dtype) for k, v in sim.params_host.items()}
+        sim = Simulation(self.model, self.sc[used], settings=self.settings, batch=len(rows),
+                         subject_index=local.reshape(-1), keys=self.keys[rows], lanes=self.lanes,
+                         prepared={k: v[rows] for k, v in self.params.items()})
         return sim.run(), len(extra)
 
 

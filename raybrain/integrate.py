@@ -202,12 +202,17 @@ class Simulation:
     lanes : int, optional
         Fused path only: batch elements per tile of the fused kernel (0: the single-element
         kernel); default chosen per run by :func:`raybrain.fused.choose_lanes`.
+    prepared : mapping, optional
+        Instead of ``params``: parameters already prepared for these connectomes, every model
+        parameter as ``(B, N)`` float64 (what :attr:`params_host` holds; e.g. rWW's FIC ``w_IE``
+        included), used as given — no defaults filled in, no FIC solved again. The coalescing
+        evaluator (:mod:`raybrain.evaluator`) merges requests' own prepared parameters this way.
     """
 
     def __init__(self, model, sc, params: Mapping[str, Any] | None = None,
                  settings: SimulationSettings | None = None, *, batch: int | None = None,
                  subject_index=None, streams=None, state: SimState | None = None, keys=None,
-                 lanes: int | None = None):
+                 lanes: int | None = None, prepared: Mapping[str, Any] | None = None):
         self.model: Model = get_model(model)
         self.settings = settings or SimulationSettings()
         if self.settings.hemodynamics is None:
@@ -223,8 +228,10 @@ class Simulation:
         if not np.all(np.isfinite(sc)):
             raise ValueError("sc contains non-finite values")
         n = self.n_regions = sc.shape[1]
+        if prepared is not None and params:
+            raise ValueError("pass params or prepared (already prepared parameters), not both")
         params = dict(params or {})
-        B = batch if batch is not None else _infer_batch(params, n)
+        B = batch if batch is not None else _infer_batch(prepared if prepared is not None else params, n)
         if subject_index is None:
             if sc.shape[0] != 1:
                 raise ValueError(f"sc holds {sc.shape[0]} connectomes: pass subject_index of shape ({B},)")
@@ -235,20 +242,10 @@ class Simulation:
         self.batch = B
         self.sc = sc
         self.subject_index = subject_index
-        full = self.model.params(**params)
-        shaped = {}
-        for k, v in full.items():
-            a = broadcast_param(k, v, B, n, xp=np)
-            if a.shape[1] != 1 and not self.model.parameter(k).regional:
-                raise ValueError(f"parameter {k!r} is global (one value per parameter set), got per-region values "
-                                 f"of shape {np.shape(v)}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"parameter {k!r} contains non-finite values")
-            shaped[k] = a
-        row_sum = sc.sum(axis=2)[subject_index]  # (B, N)
-        prepared = self.model.prepare(shaped, row_sum, xp=np)
-        # float64 on the host for the record; the working copy in the simulation dtype/backend
-        self.params_host = {k: np.broadcast_to(v, (B, n)).astype(np.float64) for k, v in prepared.items()}
+        if prepared is not None:
+            self.params_host = _check_prepared(self.model, prepared, B, n)
+        else:
+            self.params_host = self._prepare(params, B, n)
         self.params = {k: xp.asarray(v, dtype=self.dtype) for k, v in self.params_host.items()}
         if streams is None:
             streams = np.zeros(B, np.int64) if self.settings.noise == "common" else np.arange(B)
@@ -276,6 +273,22 @@ class Simulation:
         self.use_fused = self._choose_fused()
 
     # -- state -----------------------------------------------------------------------------------
+
+    def _prepare(self, params: Mapping[str, Any], B: int, n: int) -> dict[str, np.ndarray]:
+        """The model's parameters (defaults filled in) broadcast to ``(B, N)``, checked, and
+        prepared for the connectomes (e.g. FIC); float64 on the host, for the record."""
+        shaped = {}
+        for k, v in self.model.params(**params).items():
+            a = broadcast_param(k, v, B, n, xp=np)
+            if a.shape[1] != 1 and not self.model.parameter(k).regional:
+                raise ValueError(f"parameter {k!r} is global (one value per parameter set), got per-region values "
+                                 f"of shape {np.shape(v)}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"parameter {k!r} contains non-finite values")
+            shaped[k] = a
+        row_sum = self.sc.sum(axis=2)[self.subject_index]  # (B, N)
+        prepared = self.model.prepare(shaped, row_sum, xp=np)
+        return {k: np.broadcast_to(v, (B, n)).astype(np.float64) for k, v in prepared.items()}
     def initial_state(self) -> SimState:
         xp, B, n, dt = self.xp, self.batch, self.n_regions, self.dtype
         neural = self.model.initial_state(B, n, xp=xp, dtype=dt)
@@ -429,6 +442,23 @@ class Simulation:
         self.state = SimState(st.step + n_steps, tuple(x), hemo, acc, st.keys, sums, n_summed, st.diverged)
         bold = xp.stack(out, axis=1) if out else xp.zeros((B, 0, n), dtype=self.dtype)
         return bold, times
+
+
+def _check_prepared(model, prepared: Mapping[str, Any], B: int, n: int) -> dict[str, np.ndarray]:
+    """``prepared`` (see :class:`Simulation`) as contiguous ``(B, N)`` float64 arrays; ValueError
+    for a missing model parameter, a wrong shape or a non-finite value."""
+    missing = [k for k in model.params() if k not in prepared]
+    if missing:
+        raise ValueError(f"prepared parameters lack {missing[0]!r} (every model parameter, as (B, N))")
+    out = {}
+    for k, v in prepared.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.shape != (B, n):
+            raise ValueError(f"prepared parameter {k!r} must have shape ({B}, {n}), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"prepared parameter {k!r} contains non-finite values")
+        out[k] = np.ascontiguousarray(a)
+    return out
 
 
 def _check_keys(keys, batch: int) -> np.ndarray:

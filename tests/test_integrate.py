@@ -313,3 +313,34 @@ def test_batch_disagreement_names_the_parameters(sc):
 def test_global_parameter_per_region_is_rejected(sc):
     with pytest.raises(ValueError, match="'G'"):
         Simulation("rww", sc, dict(G=np.linspace(0.0, 3.0, N_REG)), FAST)
+
+
+@pytest.mark.parametrize("fused", ["never", "always"])
+def test_prepared_parameters_run_exactly_as_the_params_they_came_from(sc, params, fused):
+    s = FAST.replace(fused=fused, dtype="float64")
+    ref = Simulation("rww", sc, params, s)
+    # the FIC w_IE computed from these params must be used as given, not solved again
+    assert "w_IE" in ref.params_host and np.ptp(ref.params_host["w_IE"]) > 0
+    again = Simulation("rww", sc, settings=s, batch=ref.batch, prepared=ref.params_host)
+    for k, v in ref.params_host.items():
+        np.testing.assert_array_equal(again.params_host[k], v)
+    a, b = ref.run(), again.run()
+    np.testing.assert_array_equal(np.asarray(a.bold), np.asarray(b.bold))
+    # a doctored w_IE is honoured (no re-solve): the run differs
+    doctored = {**ref.params_host, "w_IE": ref.params_host["w_IE"] * 1.5}
+    c = Simulation("rww", sc, settings=s, batch=ref.batch, prepared=doctored).run()
+    assert not np.allclose(np.asarray(c.bold), np.asarray(a.bold))
+
+
+def test_prepared_parameters_bad_input_is_named(sc, params):
+    ref = Simulation("rww", sc, params, FAST)
+    B = ref.batch
+    with pytest.raises(ValueError, match="not both"):
+        Simulation("rww", sc, {"G": 1.0}, FAST, batch=B, prepared=ref.params_host)
+    with pytest.raises(ValueError, match="lack 'G'"):
+        Simulation("rww", sc, settings=FAST, batch=B, prepared={k: v for k, v in ref.params_host.items() if k != "G"})
+    with pytest.raises(ValueError, match=rf"'sigma' must have shape \({B}, {N_REG}\)"):
+        Simulation("rww", sc, settings=FAST, batch=B, prepared={**ref.params_host, "sigma": np.ones(3)})
+    with pytest.raises(ValueError, match="'w_EE' contains non-finite"):
+        Simulation("rww", sc, settings=FAST, batch=B,
+                   prepared={**ref.params_host, "w_EE": np.full((B, N_REG), np.nan)})
