@@ -12,8 +12,8 @@ per (mode, optimizer, P):
   writes each generation's records to parquet with ``raybrain.results.ResultsWriter`` like the real
   trainable does. ``--runs K`` runs K seeds of the same optimizer in parallel (one CPU each).
 * ``"trial"``      — one Tune trial per candidate: Tune's own searchers
-  (``raybrain.search.tune.tune_searcher``; random is Tune's ``BasicVariantGenerator``, grid its
-  ``grid_search``), ``reuse_actors=True``, a function trainable that reports its loss once.
+  (``raybrain.search.tune.tune_searcher``: every family's trial-mode ``Searcher``; grid here is
+  Tune's ``grid_search``), ``reuse_actors=True``, a function trainable that reports its loss once.
 
 Fields: ``mode, optimizer, P, population, n_evals, ms_per_eval, evals_per_s, wall_s``.
 ``wall_s`` is end to end (``tuner.fit()`` for the Tune modes, trial start-up included) and
@@ -37,6 +37,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -199,7 +200,8 @@ def run_trial(name: str, P: int, n_evals: int, storage: str, concurrency: int) -
         searcher, num_samples = None, 1
     else:
         space = {f"x{j:03d}": tune.uniform(LOW, HIGH) for j in range(P)}
-        searcher = tune_searcher(name, None, 0, {}, concurrency)
+        par = SimpleNamespace(names=[f"x{j:03d}" for j in range(P)], bounds=bounds_for(P))
+        searcher = tune_searcher(name, par, 0, {}, concurrency)
         num_samples = n_evals
     tuner = tune.Tuner(
         tune.with_resources(trial_bench_trainable, {"cpu": 1}), param_space=space,

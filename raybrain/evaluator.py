@@ -64,22 +64,46 @@ Scoring runs per request, as ``evaluate`` does.
 
 The Ray side
 ------------
-:class:`Evaluator` (an asyncio actor: one per GPU, or one per node on CPU-only nodes) gathers the
+:class:`Evaluator` (an asyncio actor: one per GPU, or one per node without GPUs) gathers the
 requests of concurrent callers for ``window_ms`` or until ``max_batch`` batch elements, runs
 :func:`evaluate_many` in a worker thread and answers each caller with its own records.
 :func:`get_evaluator` finds (or starts) the actor of the caller's node by name;
 :func:`remote_evaluate` is the client call, returning exactly
 ``raybrain.search.tune._objective(text, subject, fidelity).evaluate(...)``.
+
+One decision, and an evaluator that can always be placed
+--------------------------------------------------------
+Whether the evaluator is on, the array backend, and what each trial holds are decided once, by
+the driver, from the cluster's resources (:func:`plan`: ``auto`` means CuPy when the *cluster* has
+GPUs, whatever the driver itself can import), and stamped into the config every trial receives
+(:meth:`Plan.stamp`): a worker never decides again. (Before, the driver on a CPU head without CuPy
+chose "no evaluator" and gave each trial 0.25 GPU, while trials on a GPU worker with CuPy asked
+for an evaluator holding a whole GPU that those trials already held: it never started.)
+
+The evaluators' GPUs are reserved by construction rather than by a placement group (which must be
+sized before the nodes exist, while an autoscaler adds them as the trials ask): while the
+evaluator is on, trials hold no GPU, and a node with G GPUs gets exactly G evaluators
+(``raybrain-evaluator-<node>-<i>``, ``i < G``) of ``num_gpus=1``, pinned to it
+(``NodeAffinitySchedulingStrategy``, hard) — so what they reserve is what the node has, and each
+one fits. The driver starts them on every node it sees before the first trial
+(:func:`start_evaluators`) and waits until each answers; one that cannot run (no usable CuPy on a
+GPU node: :func:`check_backend`) fails the experiment at once with its node's name. On a node that
+joins later the first trial starts it (:func:`get_evaluator`); its GPU is free by the same rule.
+Callers wait for an evaluator at most ``timeout_s`` (something outside raybrain holding the GPU)
+and then raise, never forever. A trial on a node without GPUs in a CuPy experiment uses another
+node's evaluator.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import math
+import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -402,12 +426,19 @@ class Evaluator:
     (candidates × repeats), then runs :func:`evaluate_many` on them in its one worker thread
     (requests arriving meanwhile form the next batch). A failing batch is retried request by
     request, so one bad request fails only its own caller. Usable without Ray (plain asyncio).
+
+    ``backend``: the array backend the experiment simulates with (the driver's :func:`plan`); given,
+    the evaluator checks at start that it can simulate with it here (:func:`check_backend`), so a GPU
+    node without a usable CuPy fails at once, with its name, instead of at the first request.
     """
 
     def __init__(self, window_ms: float = 20.0, max_batch: int = 4096, memory_budget: int | None = None,
-                 exact: bool = True):
+                 exact: bool = True, backend: str | None = None):
         if not (window_ms >= 0 and max_batch >= 1):
             raise ValueError(f"window_ms must be >= 0 and max_batch >= 1, got {window_ms!r} and {max_batch!r}")
+        if backend is not None:
+            check_backend(backend)
+        self.backend = backend
         self.window_s = float(window_ms) / 1000.0
         self.max_batch = int(max_batch)
         self.memory_budget = memory_budget
@@ -426,6 +457,16 @@ class Evaluator:
         fut = loop.create_future()
         await self._queue.put((spec, fut))
         return await fut
+
+    async def ready(self) -> dict:
+        """Where it runs: ``node`` (Ray node id), ``gpus`` (the GPU ids Ray gave it) and ``backend``."""
+        try:
+            import ray
+
+            ctx = ray.get_runtime_context()
+            return {"node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()], "backend": self.backend}
+        except Exception:  # without Ray
+            return {"node": None, "gpus": [], "backend": self.backend}
 
     async def stats(self) -> dict:
         """Gathered batches and simulation launches so far."""
@@ -506,9 +547,163 @@ class Evaluator:
         return out
 
 
+# -- the plan: one decision, at the driver ----------------------------------------------------
+GPU_BACKEND_ENV = "RAYBRAIN_GPU_BACKEND"  # read by plan() only, at the driver
+START_TIMEOUT_S = 300.0  # the longest a caller waits for an evaluator to start before it says why
+
+
+def slots(node: Mapping[str, float], backend: str | None, trial_cpu: float = 0.0) -> tuple[int, int]:
+    """``(actors, GPUs each)``: the evaluators a node hosts, from its Ray resources alone
+    (``{"CPU": 4, "GPU": 1}``). The driver (:func:`start_evaluators`) and every trial
+    (:func:`get_evaluator`) apply this one rule.
+
+    A node with G GPUs: G evaluators, each holding one GPU (``num_gpus=1``). A node without GPUs:
+    none if the experiment simulates with CuPy (a trial there, if any, uses a GPU node's evaluator)
+    or if the node cannot host a trial (fewer CPUs than ``trial_cpu``, e.g. a head advertising
+    ``CPU: 0``: evaluators serve the trials of their own node); otherwise one, holding nothing.
+    """
+    gpus = int(node.get("GPU", 0) or 0)
+    if gpus >= 1:
+        return gpus, 1
+    if backend == "cupy" or float(node.get("CPU", 0) or 0) < float(trial_cpu):
+        return 0, 0
+    return 1, 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The driver's decision for one experiment on one cluster (:func:`plan`).
+
+    ``backend``: the array backend of every simulation (``numpy`` or ``cupy``, never ``auto``).
+    ``evaluator``: whether population runs and the held-out stage simulate through the evaluator
+    actors. ``gpus``: whether the experiment simulates on the cluster's GPUs. ``trial``: the
+    resources every Tune trial holds (``{"cpu": .., "gpu": ..}``, for ``tune.with_resources``).
+    ``why``: the rule that decided, in words.
+    """
+
+    backend: str
+    evaluator: bool
+    gpus: bool
+    trial: dict
+    why: str
+
+    def stamp(self, cfg) -> str:
+        """``cfg`` as JSON with the decision written in (``simulation.backend`` resolved,
+        ``resources.evaluator`` ``on`` or ``off``): what every trial receives, so that no worker
+        decides again from what its own process can import."""
+        sim = cfg.simulation.model_copy(update={"backend": self.backend})
+        res = cfg.resources.model_copy(update={"evaluator": "on" if self.evaluator else "off"})
+        return cfg.model_copy(update={"simulation": sim, "resources": res}).model_dump_json()
+
+    def evaluators(self, node: Mapping[str, float]) -> tuple[int, int]:
+        """``(actors, GPUs each)`` on a node with Ray resources ``node`` (:func:`slots`); none when
+        the evaluator is off."""
+        if not self.evaluator:
+            return 0, 0
+        return slots(node, self.backend, trial_cpu=float(self.trial["cpu"]))
+
+
+def plan(cfg, cluster_resources: Mapping[str, float], *, gpu_backend: str | None = None) -> Plan:
+    """Decide, once and at the driver, how ``cfg`` runs on a cluster with ``cluster_resources``
+    (``ray.cluster_resources()``): the simulation backend, whether the evaluator is on, and what
+    each trial holds. ``run_experiment`` stamps the decision into the config every trial receives
+    (:meth:`Plan.stamp`); trials and evaluators never re-decide.
+
+    The rule:
+
+    * The cluster **has GPUs** if ``cluster_resources`` counts any, or if the experiment asks GPUs
+      for its trials (``resources.gpu > 0``: an autoscaling cluster such as ``cluster/aws.yaml``
+      starts its GPU workers on demand, so none may be up when the driver starts). What the
+      driver's own process can import plays no part: the driver is typically a CPU head without
+      CuPy in front of GPU workers that have it.
+    * ``simulation.backend``: ``numpy`` and ``cupy`` stay; ``auto`` is ``cupy`` if the cluster has
+      GPUs, else ``numpy``. ``gpu_backend`` (default ``$RAYBRAIN_GPU_BACKEND``, else ``cupy``) is
+      what ``auto`` becomes on a GPU cluster; ``numpy`` there is for tests on the fake GPUs of
+      ``ray.cluster_utils.Cluster``: the NumPy evaluator stands in for CuPy, the rest of the plan
+      unchanged. The experiment **simulates on GPUs** if the cluster has GPUs and
+      ``simulation.backend`` is ``auto`` or ``cupy``.
+    * ``resources.evaluator``: ``on`` and ``off`` stay; ``auto`` is on if the experiment simulates
+      on GPUs or with CuPy, unless the loss is a composite spectral + FC one (the evaluator does
+      not run those).
+    * Each trial holds ``resources.cpu`` CPUs and ``resources.gpu`` GPUs, but **no GPU when the
+      evaluator is on**: every GPU then belongs to its evaluator (see "The Ray side" in the module
+      docstring: this is what lets every evaluator be placed). Trial-mode trials, which keep their
+      simulator state in the trial, then simulate in their own process on their node's GPU without
+      holding it in Ray's accounting.
+
+    If the plan says CuPy and a GPU node cannot use it, the evaluators' start fails at once with
+    the node's name (:func:`start_evaluators`, :func:`check_backend`) rather than waiting.
+    """
+    res = cfg.resources
+    backend = cfg.simulation.backend
+    gpu_backend = gpu_backend or os.environ.get(GPU_BACKEND_ENV) or "cupy"
+    if gpu_backend not in ("cupy", "numpy"):
+        raise ValueError(f"${GPU_BACKEND_ENV} must be 'cupy' or 'numpy', got {gpu_backend!r}")
+    seen = float(cluster_resources.get("GPU", 0) or 0)
+    has_gpus = seen > 0 or res.gpu > 0
+    why = [f"the cluster {'has' if seen > 0 else 'shows no'} GPUs ({seen:g})"
+           + (f" and trials ask for {res.gpu:g} GPU each" if res.gpu > 0 else "")]
+    if backend == "auto":
+        backend = gpu_backend if has_gpus else "numpy"
+        why.append(f"simulation.backend auto -> {backend}")
+    on_gpus = has_gpus and cfg.simulation.backend in ("auto", "cupy")
+    composite = cfg.spectral and cfg.fits_fc
+    if res.evaluator == "auto":
+        evaluator = (on_gpus or backend == "cupy") and not composite
+        why.append(f"resources.evaluator auto -> {'on' if evaluator else 'off'}"
+                   + (" (composite spectral + FC loss)" if composite and (on_gpus or backend == "cupy") else ""))
+    else:
+        evaluator = res.evaluator == "on"
+    trial = {"cpu": float(res.cpu), "gpu": 0.0 if evaluator else float(res.gpu)}
+    if evaluator:
+        why.append("trials hold no GPU: each GPU is its evaluator's")
+    return Plan(backend=backend, evaluator=bool(evaluator), gpus=bool(on_gpus), trial=trial, why="; ".join(why))
+
+
+def check_backend(backend: str) -> None:
+    """Raise a RuntimeError that says why this process cannot simulate with ``backend`` (``cupy``:
+    CuPy imports, sees a CUDA device and runs a kernel); nothing for ``numpy``."""
+    if backend != "cupy":
+        return
+    from . import _backend
+
+    cp = _backend._cupy()
+    why = None
+    if cp is None:
+        why = "CuPy cannot be imported"
+    else:
+        try:
+            if int(cp.cuda.runtime.getDeviceCount()) < 1:
+                why = "CuPy sees no CUDA device"
+            else:
+                float(cp.asarray([1.0]).sum())
+        except Exception as e:  # noqa: BLE001 - any failure means: not usable
+            why = f"CuPy is not usable ({type(e).__name__}: {e})"
+    if why:
+        raise RuntimeError(f"{_where()}: the experiment simulates with CuPy (simulation.backend as the driver "
+                           f"resolved it) but {why} here. Install raybrain with its gpu extra "
+                           f"(pip install 'raybrain[gpu]') on every GPU node (Ray's GPU images carry no CuPy), "
+                           f"or set simulation.backend: numpy")
+
+
+def _where() -> str:
+    import socket
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return f"node {ray.get_runtime_context().get_node_id()} ({socket.gethostname()})"
+    except Exception:  # noqa: BLE001
+        pass
+    return socket.gethostname()
+
+
+# -- the Ray actors ---------------------------------------------------------------------------
 _CLASSES: dict = {}
 _HANDLES: dict = {}
-_NODE_GPUS: dict = {}
+_READY: set = set()
+_NODE_RES: dict = {}
 
 
 def _remote_class(num_gpus: int):
@@ -523,13 +718,16 @@ def evaluator_name(node_id: str, index: int = 0) -> str:
     return f"{ACTOR_PREFIX}{node_id}-{index}"
 
 
-def _node_gpus(node: str) -> int:
+def _node_resources(node: str) -> dict:
     import ray
 
-    if node not in _NODE_GPUS:
-        _NODE_GPUS[node] = next((int(n.get("Resources", {}).get("GPU", 0)) for n in ray.nodes()
-                                 if n.get("NodeID") == node), 0)
-    return _NODE_GPUS[node]
+    if node not in _NODE_RES:
+        _NODE_RES[node] = next((dict(n.get("Resources", {})) for n in ray.nodes() if n.get("NodeID") == node), {})
+    return _NODE_RES[node]
+
+
+def _node_gpus(node: str) -> int:
+    return int(_node_resources(node).get("GPU", 0) or 0)
 
 
 def _actor(node: str, index: int, gpus: int, namespace: str, lifetime: str | None, options: dict):
@@ -544,52 +742,154 @@ def _actor(node: str, index: int, gpus: int, namespace: str, lifetime: str | Non
     return _HANDLES[key]
 
 
-def get_evaluator(*, index: int | None = None, namespace: str = NAMESPACE, lifetime: str | None = None,
-                  **options):
-    """The evaluator actor of this node (started if none): ``raybrain-evaluator-<node id>-<i>``.
+def _forget(key) -> None:
+    _HANDLES.pop(key, None)
+    _READY.discard(key)
 
-    On a node with G GPUs there is one per GPU (``num_gpus=1`` each; ``index`` picks one, default
-    the caller's worker id modulo G); on a CPU-only node one (``num_gpus=0``) running NumPy. It
-    reserves no CPU (``num_cpus=0``): its callers hold theirs while they wait for it.
+
+def _not_ready(name: str, timeout_s: float, err: BaseException | None) -> str:
+    if err is None:
+        return (f"the evaluator {name} did not start within {timeout_s:g} s. While the evaluator is on, "
+                f"raybrain's trials hold no GPU, so something else holds its node's GPU (another job or "
+                f"actor: see `ray status`), or the node is gone")
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()
+    for i in range(len(lines) - 1, -1, -1):  # the root cause: the last exception line and what follows
+        if re.match(r"^\w[\w.]*(Error|Exception)\b[^:]*:", lines[i]):
+            lines = lines[i:]
+            break
+    return f"the evaluator {name} could not start: {' '.join(' '.join(lines).split())[-2000:]}"
+
+
+def _wait_ready(key, handle, timeout_s: float):
+    """``handle`` once its actor answers; a RuntimeError saying why if it dies or is not placed
+    within ``timeout_s`` (then it is killed, so it cannot take the GPU later)."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    if key in _READY:
+        return handle
+    try:
+        ray.get(handle.ready.remote(), timeout=timeout_s)
+    except GetTimeoutError:
+        _forget(key)
+        try:
+            ray.kill(handle)
+        except Exception:  # noqa: BLE001
+            pass
+        raise RuntimeError(_not_ready(key[1], timeout_s, None)) from None
+    except RayActorError as e:
+        _forget(key)
+        raise RuntimeError(_not_ready(key[1], timeout_s, e)) from None
+    _READY.add(key)
+    return handle
+
+
+def _evaluator_names(namespace: str) -> list[str]:
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a.get("namespace") == namespace and a.get("name", "").startswith(ACTOR_PREFIX))
+
+
+def get_evaluator(*, index: int | None = None, namespace: str = NAMESPACE, lifetime: str | None = None,
+                  backend: str | None = None, timeout_s: float = START_TIMEOUT_S, **options):
+    """The evaluator actor of this node, started if there is none and waited for until it answers:
+    ``raybrain-evaluator-<node id>-<i>``.
+
+    Which evaluators a node has is :func:`slots` of its resources: on a node with G GPUs one per
+    GPU (``num_gpus=1`` each; ``index`` picks one, default the caller's worker id modulo G), on a
+    node without GPUs one (``num_gpus=0``), or, when ``backend`` is ``cupy``, none: the caller then
+    gets the evaluator of another node (a RuntimeError if no node has one). It reserves no CPU
+    (``num_cpus=0``): its callers hold theirs while they wait for it. It is pinned to its node
+    (``NodeAffinitySchedulingStrategy``, not soft). ``backend`` (the experiment's, resolved by the
+    driver) is checked by a new evaluator as it starts (:func:`check_backend`).
+
+    Never waits forever: an evaluator that dies as it starts, or is not placed within
+    ``timeout_s`` seconds, raises a RuntimeError that says why (see :func:`plan` for why, with the
+    evaluator on, its GPU is free).
 
     Cleanup: one started here from the driver is owned by the driver and ends with its job; one
-    started from a worker (a Tune trial, which may end before the others it serves) is
-    ``lifetime="detached"`` unless ``lifetime`` says otherwise, and outlives the job until
-    :func:`shutdown_evaluators`. The driver can avoid detached ones altogether by calling
-    :func:`start_evaluators` first. ``options`` go to :class:`Evaluator` when it is created
-    (``window_ms``, ``max_batch``, ``memory_budget``, ``exact``) and are ignored when it exists.
-    Handles are cached per process.
+    started from a worker (a Tune trial, which may end before the others it serves, e.g. on a node
+    an autoscaler added after the driver started the others) is ``lifetime="detached"`` unless
+    ``lifetime`` says otherwise, and outlives the job until :func:`shutdown_evaluators`. The driver
+    can avoid detached ones on the nodes it sees by calling :func:`start_evaluators` first.
+    ``options`` go to :class:`Evaluator` when it is created (``window_ms``, ``max_batch``,
+    ``memory_budget``, ``exact``) and are ignored when it exists. Handles are cached per process.
     """
     import ray
 
     ctx = ray.get_runtime_context()
     node = ctx.get_node_id()
-    gpus = _node_gpus(node)
+    count, gpus = slots(_node_resources(node), backend)
+    if count == 0:  # a node without GPUs in a CuPy experiment: a GPU node's evaluator
+        names = _evaluator_names(namespace)
+        if not names:
+            raise RuntimeError(f"node {node} has no GPU and the experiment simulates with CuPy: its trials use "
+                               f"the evaluator of a GPU node, but no node with a GPU has one (none has "
+                               f"joined the cluster?)")
+        key = (namespace, names[hash(ctx.get_worker_id()) % len(names)])
+        if key not in _HANDLES:
+            _HANDLES[key] = ray.get_actor(key[1], namespace=namespace)
+        return _wait_ready(key, _HANDLES[key], timeout_s)
     if index is None:
-        index = (hash(ctx.get_worker_id()) % gpus) if gpus else 0
-    if gpus and not 0 <= int(index) < gpus:
-        raise ValueError(f"index must be in [0, {gpus}) on this node, got {index}")
-    if lifetime is None and (namespace, evaluator_name(node, int(index))) not in _HANDLES:
+        index = (hash(ctx.get_worker_id()) % count) if gpus else 0
+    if gpus and not 0 <= int(index) < count:
+        raise ValueError(f"index must be in [0, {count}) on this node, got {index}")
+    key = (namespace, evaluator_name(node, int(index)))
+    if lifetime is None and key not in _HANDLES:
         worker = getattr(ctx, "worker", None)
         if worker is not None and worker.mode != ray.SCRIPT_MODE:
             lifetime = "detached"
-    return _actor(node, int(index), gpus, namespace, lifetime, options)
+    if backend is not None:
+        options = {**options, "backend": backend}
+    return _wait_ready(key, _actor(node, int(index), gpus, namespace, lifetime, options), timeout_s)
 
 
-def start_evaluators(*, namespace: str = NAMESPACE, **options) -> list:
-    """From the driver: the evaluators of every alive node (one per GPU, or one per CPU-only node),
-    owned by the driver so they end with its job; workers then find them with :func:`get_evaluator`."""
+def start_evaluators(plan: Plan | None = None, *, namespace: str = NAMESPACE, timeout_s: float = START_TIMEOUT_S,
+                     **options) -> list:
+    """From the driver, before any trial: the evaluators of every alive node (``plan.evaluators``
+    of its resources; without a plan :func:`slots` with no backend: one per GPU, or one per node
+    without GPUs), owned by the driver so they end with its job, each pinned to its node. Waits
+    until all answer; if one dies as it starts (e.g. no usable CuPy on a GPU node) or is not placed
+    within ``timeout_s``, kills those it started and raises a RuntimeError naming each failure.
+    Trials then find them with :func:`get_evaluator`; nodes that join later get theirs from their
+    first trial."""
     import ray
 
-    handles = []
+    backend = plan.backend if plan is not None else None
+    if backend is not None:
+        options = {**options, "backend": backend}
+    started = []
     for n in ray.nodes():
         if not n.get("Alive"):
             continue
         node = n["NodeID"]
-        gpus = _NODE_GPUS.setdefault(node, int(n.get("Resources", {}).get("GPU", 0)))
-        for i in range(max(gpus, 1)):
-            handles.append(_actor(node, i, gpus, namespace, None, options))
-    return handles
+        res = _NODE_RES.setdefault(node, dict(n.get("Resources", {})))
+        count, gpus = plan.evaluators(res) if plan is not None else slots(res, None)
+        for i in range(count):
+            key = (namespace, evaluator_name(node, i))
+            started.append((key, _actor(node, i, gpus, namespace, None, options)))
+    refs = [h.ready.remote() for _, h in started]
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    failures = []
+    for (key, h), ref in zip(started, refs):
+        if ref not in done:
+            failures.append(_not_ready(key[1], timeout_s, None))
+            continue
+        try:
+            ray.get(ref)
+            _READY.add(key)
+        except Exception as e:  # noqa: BLE001 - died as it started
+            failures.append(_not_ready(key[1], timeout_s, e))
+    if failures:
+        for key, h in started:
+            _forget(key)
+            try:
+                ray.kill(h)
+            except Exception:  # noqa: BLE001
+                pass
+        raise RuntimeError(f"{len(failures)} of {len(started)} evaluators did not start:\n" + "\n".join(failures))
+    return [h for _, h in started]
 
 
 def shutdown_evaluators(namespace: str = NAMESPACE) -> int:
@@ -597,23 +897,23 @@ def shutdown_evaluators(namespace: str = NAMESPACE) -> int:
     import ray
 
     n = 0
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        if a.get("namespace") == namespace and a.get("name", "").startswith(ACTOR_PREFIX):
-            try:
-                ray.kill(ray.get_actor(a["name"], namespace=namespace))
-                n += 1
-            except ValueError:
-                pass
+    for name in _evaluator_names(namespace):
+        try:
+            ray.kill(ray.get_actor(name, namespace=namespace))
+            n += 1
+        except ValueError:
+            pass
     for k in [k for k in _HANDLES if k[0] == namespace]:
-        del _HANDLES[k]
+        _forget(k)
     return n
 
 
 def remote_evaluate(text: str, subject: str, fidelity, theta, *, seed: int | None = None, repeats: int = 1,
                     first_stream: int = 0, candidates=None, duration: float | None = None,
-                    evaluator=None) -> list[dict[str, Any]]:
+                    evaluator=None, backend: str | None = None) -> list[dict[str, Any]]:
     """``_objective(text, subject, fidelity).evaluate(theta, seed=, repeats=, first_stream=)`` through
-    this node's :class:`Evaluator` (coalesced with concurrent callers); the same records."""
+    this node's :class:`Evaluator` (coalesced with concurrent callers); the same records.
+    ``backend``: the experiment's (resolved) backend, for :func:`get_evaluator`."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -622,7 +922,8 @@ def remote_evaluate(text: str, subject: str, fidelity, theta, *, seed: int | Non
     if evaluator is not None:
         return ray.get(evaluator.evaluate.remote(spec))
     try:
-        return ray.get(get_evaluator().evaluate.remote(spec))
+        return ray.get(get_evaluator(backend=backend).evaluate.remote(spec))
     except RayActorError:  # a cached handle of an evaluator that has gone: find or start it again
         _HANDLES.clear()
-        return ray.get(get_evaluator().evaluate.remote(spec))
+        _READY.clear()
+        return ray.get(get_evaluator(backend=backend).evaluate.remote(spec))

@@ -547,7 +547,9 @@ class SimulationConfig(_Section):
                                   dtype=self.dtype, backend=backend or self.resolved_backend())
 
     def resolved_backend(self) -> str:
-        """``backend``, with ``auto`` → ``cupy`` when CuPy and a GPU are usable here, else numpy."""
+        """``backend``, with ``auto`` → ``cupy`` when CuPy and a GPU are usable in this process, else
+        numpy: for a process that simulates alone. On a cluster the driver resolves ``auto`` once,
+        from the cluster's GPUs (:func:`raybrain.evaluator.plan`), and trials receive it resolved."""
         if self.backend != "auto":
             return self.backend
         from . import _backend
@@ -573,8 +575,11 @@ class HalvingConfig(_Section):
 
 
 class OptimizerConfig(_Section):
-    """One optimizer entry: ``name`` is a key of ``raybrain.search.OPTIMIZERS``; ``population``
-    is the generation size (population mode) or the number of concurrent trials (trial mode)."""
+    """One optimizer entry: ``name`` is a key of ``raybrain.search.OPTIMIZERS`` or a family of
+    one's own, ``package.module:Class`` (:mod:`raybrain.search.custom`; resolved by import here);
+    ``population`` is the generation size (population mode) or the number of concurrent trials
+    (trial mode). ``settings`` are checked by name for the mode (the family's
+    :meth:`~raybrain.search.Optimizer.check_settings`)."""
 
     name: str
     label: Optional[str] = None
@@ -587,6 +592,11 @@ class OptimizerConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v):
+        if ":" in v and _registry() is not None:  # a family of one's own: resolve it now, on the driver
+            from .search import family
+
+            family(v)
+            return v
         names = known_optimizers()
         if v not in names:
             raise ValueError(f"unknown optimizer {v!r}{_did_you_mean(v, names)}")
@@ -628,15 +638,14 @@ class OptimizerConfig(_Section):
         if self.mode == "trial" and self.successive_halving is not None:
             raise _At("successive_halving", "applies to mode 'population'; in trial mode use "
                       "scheduler: asha (or hyperband, median)")
-        try:  # the registry checks setting names (values are checked when the optimizer is built)
-            from .search import validate_settings
+        try:  # the family checks setting names for the mode (values are checked when it is built)
+            from .search import SettingError, validate_settings
         except ImportError:
             return self
-        for k, v in self.settings.items():
-            try:
-                validate_settings(self.name, {k: v})
-            except ValueError as e:
-                raise _At(f"settings.{k}", str(e)) from None
+        try:
+            validate_settings(self.name, self.settings, self.mode)
+        except SettingError as e:
+            raise _At(e.key, e.message) from None
         return self
 
     @property
@@ -676,7 +685,8 @@ class ResourcesConfig(_Section):
     simulations of population runs and of the held-out stage to one coalescing evaluator per node
     (per GPU) that batches the candidates of every concurrent trial into one launch
     (:mod:`raybrain.evaluator`); the trials then hold no GPU. ``auto`` (default): on when the
-    simulation backend resolves to CuPy."""
+    experiment simulates on the cluster's GPUs, as the driver decides once for every trial
+    (:func:`raybrain.evaluator.plan`)."""
 
     cpu: PositiveFloat = 1.0
     gpu: float = 0.0
@@ -849,7 +859,7 @@ class ExperimentConfig(_Section):
                 if o.halving_eta is not None:
                     raise _At(f"optimizers[{i}].successive_halving", "not supported with a composite spectral + "
                               "FC loss (two simulations per candidate)")
-            if self.use_evaluator:
+            if self.resources.evaluator == "on":  # auto: off for these (raybrain.evaluator.plan)
                 raise _At("resources.evaluator", "the coalescing evaluator does not run composite spectral + FC "
                           "losses; set resources.evaluator: off")
         elif meeg.duration is not None:
@@ -947,14 +957,11 @@ class ExperimentConfig(_Section):
                              else ("scheduler", f"scheduler {o.scheduler}"))
                 raise _At(f"optimizers[{i}].{key}", f"{what} needs at least 2 simulation.fidelities "
                           "(simulated duration is the resource it allocates)")
-        for i, o in enumerate(self.optimizers):
-            if o.name == "grid" and "points_per_dim" in o.settings:
-                k = o.settings["points_per_dim"]
-                size = int(np.prod(np.broadcast_to(np.asarray(k, dtype=object), (len(par.names),)), dtype=object))
-                if size > self.budget.evaluations:
-                    raise _At(f"optimizers[{i}].settings.points_per_dim",
-                              f"a grid of {size} points exceeds budget.evaluations = {self.budget.evaluations}; "
-                              "lower points_per_dim (or leave it out: the budget then sets it) or raise the budget")
+        for i, o in enumerate(self.optimizers):  # settings the experiment completes must fit it (grid: budget)
+            try:
+                self.optimizer_settings(o, len(par.names))
+            except ValueError as e:
+                raise _At(f"optimizers[{i}].{getattr(e, 'key', 'settings')}", getattr(e, "message", str(e))) from None
         ids = [r.run_id for r in self.runs()]
         dup = {x for x in ids if ids.count(x) > 1}
         if dup:
@@ -1007,9 +1014,15 @@ class ExperimentConfig(_Section):
 
     @property
     def use_evaluator(self) -> bool:
-        """Whether simulations go through the coalescing evaluator (``resources.evaluator``)."""
+        """Whether simulations go through the coalescing evaluator: ``resources.evaluator`` ``on``
+        or ``off``, as the driver's :func:`raybrain.evaluator.plan` stamps it into the config every
+        trial receives. ``auto`` is the driver's to resolve, with the whole cluster in view: asked
+        of an unresolved ``auto``, this raises rather than guess from what this process imports."""
         mode = self.resources.evaluator
-        return mode == "on" or (mode == "auto" and self.simulation.resolved_backend() == "cupy")
+        if mode == "auto":
+            raise ValueError("resources.evaluator 'auto' is resolved by the driver (raybrain.evaluator.plan, "
+                             "stamped into what each trial receives); this config was not planned")
+        return mode == "on"
 
     def holdout_targets(self, part: str, subject: str) -> list[str]:
         """The targets a run fitted on ``subject`` is re-simulated on in phase ``part``
@@ -1024,13 +1037,15 @@ class ExperimentConfig(_Section):
         return [f"{GROUP}/{part}"] if self.subjects.group else self.subjects.part(part)
 
     def optimizer_settings(self, opt: "OptimizerConfig", dim: int) -> dict[str, Any]:
-        """``opt.settings`` completed from the experiment: a grid without ``points_per_dim`` gets
-        the most points per parameter whose grid fits ``budget.evaluations``."""
-        out = dict(opt.settings)
-        if opt.name == "grid" and "points_per_dim" not in out:
-            k = max(1, int(math.floor(self.budget.evaluations ** (1.0 / max(dim, 1)) + 1e-9)))
-            out["points_per_dim"] = k
-        return out
+        """``opt.settings`` completed from the experiment by the family
+        (:meth:`~raybrain.search.Optimizer.complete_settings`; e.g. a grid without
+        ``points_per_dim`` gets the most points per parameter whose grid fits
+        ``budget.evaluations``)."""
+        if _registry() is None:
+            return dict(opt.settings)
+        from .search import family
+
+        return family(opt.name).complete_settings(opt.settings, dim, self.budget.evaluations)
 
     def truths(self) -> dict[str, dict[str, float]]:
         """Known parameters of the synthetic training targets: ``{subject: {name: value}}``."""

@@ -80,7 +80,8 @@ class SimulationSettings:
         if self.dt > self.tr:
             raise ValueError(f"simulation setting 'dt' ({self.dt} s) must not exceed the TR ({self.tr} s)")
         BalloonWindkessel(self.bw_convention, self.bw_constants)  # validates the names
-        get_xp(self.backend) if self.backend != "numpy" else None
+        if self.backend not in ("numpy", "cupy"):  # CuPy itself is needed where a Simulation runs, not
+            get_xp(self.backend)  # here: a CPU driver holds the settings of a CuPy experiment it never runs
         k_h, k_tr = self.steps_per_bold_step, self.bold_steps_per_tr
         if abs(k_tr * k_h * self.dt - self.tr) > 1e-6 * self.tr:
             raise ValueError(

@@ -7,6 +7,7 @@ Layout under an experiment's storage path ``root``::
     root/evaluations/<run>/test-000000.parquet       the winner on each test target
     root/evaluations/<run>/compacted.parquet         many files, after compact() (optional)
     root/runs/<run>.json                             run-level summary written by the run
+    root/schema.json                                 the columns every file has (Schema), when declared
 
 Many Tune trials (one per (subject, optimizer, seed) run, possibly on different nodes of a shared
 file system) write at once. Nothing is shared between writers: a file's name is a function of
@@ -25,8 +26,23 @@ re-simulate. A multi-fidelity generation (successive halving, ASHA rungs) writes
 a row that continued an earlier rung's simulation has ``new_sims`` 0.
 
 Column order (the schema): ``HEAD``, one column per parameter, ``loss``, the loss components,
-``TAIL``, then any other record fields (``rate_min``, ``repeats``, ``sim_seconds``…). Parameters are
-the columns between ``dt`` and ``loss`` (:func:`param_columns`).
+``TAIL``, then ``KNOWN_EXTRAS`` (every file has all of them, null where a record has no value),
+then any other record fields (e.g. spectral band powers). Parameters are the columns between ``dt``
+and ``loss`` (:func:`param_columns`); the meaning and unit of every column is in ``docs/results.md``.
+
+**One schema per experiment.** Every file of an experiment has the same columns, in the same
+order, with the same types, so that any parquet reader (pandas, pyarrow.dataset, polars, DuckDB)
+given ``root/evaluations`` sees every column of every file. The experiment declares its
+:class:`Schema` (parameters, loss components, further fields) once, in ``root/schema.json``
+(``ResultsWriter(root, name, schema=...)``; ``raybrain run`` does it from the config); every
+writer of that root then writes exactly those columns, nulls where a record has no value, and
+refuses a record field the schema does not declare rather than write a file that differs. A
+writer with no declared schema (a library user's) writes ``HEAD``, the parameters and components
+of the records, ``TAIL``, every ``KNOWN_EXTRAS`` column and the records' other fields (float64
+when all null); its files agree whenever its records carry the same fields. Stored files hold
+no derived columns; a raw reader also sees, after :func:`compact` and a later rewrite of a
+generation, that generation's rows twice (keep the newest ``time`` per ``(run_id, phase,
+generation, fidelity)``): :func:`load` and ``raybrain export`` do both for you.
 
 Losses at different fidelities (simulated duration, dt) are not comparable, so :func:`best`,
 :func:`summary` and :func:`analyze` rank only training evaluations at the experiment's highest
@@ -44,7 +60,7 @@ import re
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,8 +76,9 @@ TAIL = ("valid", "diverged", "plausible", "rate_mean", "ei_ratio", "wall_s", "cu
         "node", "time")
 META_KEYS = ("mode", "subject", "optimizer", "seed", "fidelity", "duration", "dt")
 DERIVED = ("eval_index", "cum_sims", "cum_wall_s")  # computed by load(), not stored
-KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds", "new_sims", "source_eval")
+KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds", "new_sims", "source_eval")  # in every file
 PHASES = ("train", "validation", "test")
+SCHEMA_FILE = "schema.json"
 
 _TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(), "phase": pa.string(),
           "subject": pa.string(), "new_sims": pa.int64(), "source_eval": pa.int64(),
@@ -69,7 +86,11 @@ _TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(),
           "duration": pa.float64(), "dt": pa.float64(), "loss": pa.float64(), "valid": pa.bool_(),
           "diverged": pa.bool_(), "plausible": pa.bool_(), "rate_mean": pa.float64(),
           "ei_ratio": pa.float64(), "wall_s": pa.float64(), "node": pa.string(),
-          "time": pa.timestamp("ms", tz="UTC")}
+          "time": pa.timestamp("ms", tz="UTC"), "rate_min": pa.float64(), "rate_max": pa.float64(),
+          "repeats": pa.int64(), "sim_seconds": pa.float64()}
+_STORED_HEAD = tuple(c for c in HEAD if c not in DERIVED)
+_STORED_TAIL = tuple(c for c in TAIL if c not in DERIVED)
+_STANDARD = frozenset(HEAD) | frozenset(TAIL) | {"loss"}
 _GEN_FILE = re.compile(r"^(gen|validation|test)-(\d+)(?:-f(\d+))?\.parquet$")
 _PREFIX = {"train": "gen", "validation": "validation", "test": "test"}
 _KEY = ["run_id", "phase", "generation", "fidelity"]  # one file per key; the newest file wins
@@ -98,6 +119,11 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def _values(records, column: str) -> list:
+    """``column`` of each record (None where absent; NaN stored as null)."""
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in (r.get(column) for r in records)]
+
+
 def _jsonable(x):
     if isinstance(x, np.generic):
         return x.item()
@@ -108,15 +134,127 @@ def _jsonable(x):
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
+def _arrow_type(t, name: str) -> pa.DataType:
+    if isinstance(t, pa.DataType):
+        return t
+    try:
+        return pa.type_for_alias(str(t))
+    except (ValueError, KeyError):
+        raise ValueError(f"column {name!r}: unknown Arrow type {t!r} (use e.g. 'double', 'int64', "
+                         f"'string', 'bool')") from None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns of every results file of one experiment, in order, with fixed types.
+
+    ``params`` (float64) are the parametrisation's names, ``components`` (float64) the loss's
+    components, ``extras`` the further fields records carry beyond ``KNOWN_EXTRAS`` (e.g. the
+    spectral features): ``{name: Arrow type}`` (a type or its name, ``"double"``, ``"int64"``,
+    ``"string"``, ``"bool"``), or a list of names (all float64). A name that is a standard column,
+    or already a parameter or component, is dropped from the later groups. :attr:`columns` is the
+    stored order: ``HEAD`` less the derived columns, params, ``loss``, components, ``TAIL`` less
+    the derived columns, ``KNOWN_EXTRAS``, extras."""
+
+    params: tuple[str, ...]
+    components: tuple[str, ...] = ()
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        def names(values, what):
+            values = [values] if isinstance(values, str) else list(values)
+            bad = [v for v in values if not isinstance(v, str) or not v]
+            if bad:
+                raise ValueError(f"schema {what}: column names must be non-empty strings, got {bad[0]!r}")
+            return list(dict.fromkeys(values))
+
+        params = [c for c in names(self.params, "params") if c not in _STANDARD]
+        comps = [c for c in names(self.components, "components")
+                 if c not in _STANDARD and c not in KNOWN_EXTRAS and c not in params]
+        extras = self.extras if isinstance(self.extras, Mapping) else dict.fromkeys(names(self.extras, "extras"),
+                                                                                    "double")
+        names(extras, "extras")
+        taken = _STANDARD | set(KNOWN_EXTRAS) | set(params) | set(comps)
+        extras = {c: _arrow_type(t, c) for c, t in extras.items() if c not in taken}
+        object.__setattr__(self, "params", tuple(params))
+        object.__setattr__(self, "components", tuple(comps))
+        object.__setattr__(self, "extras", extras)
+
+    @property
+    def columns(self) -> list[str]:
+        """The stored columns, in order."""
+        return (list(_STORED_HEAD) + list(self.params) + ["loss"] + list(self.components) + list(_STORED_TAIL)
+                + list(KNOWN_EXTRAS) + list(self.extras))
+
+    def type_of(self, column: str) -> pa.DataType:
+        """The Arrow type of ``column``."""
+        if column in _TYPES:
+            return _TYPES[column]
+        if column in self.extras:
+            return self.extras[column]
+        if column in self.params or column in self.components:
+            return pa.float64()
+        raise KeyError(column)
+
+    def arrow(self) -> pa.Schema:
+        """The Arrow schema every file of the experiment has."""
+        return pa.schema([(c, self.type_of(c)) for c in self.columns])
+
+    def union(self, other: "Schema") -> "Schema":
+        """This schema's columns, then those of ``other`` it lacks, each in its group in ``other``
+        (a column keeps the group it has here)."""
+        mine = set(self.columns)
+        return Schema(self.params + tuple(c for c in other.params if c not in mine),
+                      self.components + tuple(c for c in other.components if c not in mine),
+                      {**self.extras, **{c: t for c, t in other.extras.items() if c not in mine}})
+
+    def to_json(self) -> str:
+        return json.dumps({"params": list(self.params), "components": list(self.components),
+                           "extras": {c: str(t) for c, t in self.extras.items()}}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Schema":
+        d = json.loads(text)
+        if not isinstance(d, dict) or not isinstance(d.get("params"), list):
+            raise ValueError("expected an object with a 'params' list")
+        return cls(d["params"], d.get("components", ()), d.get("extras", {}))
+
+
+def read_schema(path: str | os.PathLike) -> Schema | None:
+    """The :class:`Schema` an experiment under ``path`` declared (``schema.json``), or None."""
+    f = Path(path) / SCHEMA_FILE
+    if not f.is_file():
+        return None
+    try:
+        return Schema.from_json(f.read_text())
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{f}: not a results schema ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 class ResultsWriter:
     """Writes one experiment's evaluations under ``root`` (a local or shared POSIX directory).
 
     One writer per run is enough and writers never coordinate; see the module docstring.
+    ``schema`` declares the experiment's :class:`Schema` and saves it as ``root/schema.json``
+    (do it once, before the runs start); without it the writer uses the one saved there, if any,
+    else writes each file with the columns its records carry (module docstring).
     """
 
-    def __init__(self, root: str | os.PathLike, experiment: str):
+    def __init__(self, root: str | os.PathLike, experiment: str, schema: Schema | None = None):
         self.root = Path(root)
         self.experiment = str(experiment)
+        if schema is not None:
+            if not isinstance(schema, Schema):
+                raise TypeError(f"schema must be a raybrain.results.Schema, got {type(schema).__name__}")
+            text = schema.to_json()
+            _atomic_write(self.root / SCHEMA_FILE, lambda p: p.write_text(text))
+            self.schema = schema
+        else:
+            self.schema = read_schema(self.root)
 
     def path(self, run_id: str, generation: int, fidelity: int = 0, phase: str = "train") -> Path:
         """The file of one (run, phase, generation, fidelity): training files are per rung
@@ -153,12 +291,16 @@ class ResultsWriter:
                 raise ValueError(f"records[{i}] for run {run_id!r} generation {generation} has no 'loss'")
         keys = list(dict.fromkeys(k for r in records for k in r))
         params = list(meta["params"]) if meta.get("params") is not None else keys[:keys.index("loss")]
-        standard = set(HEAD) | set(TAIL) | {"loss"} | set(params)
-        if meta.get("components") is not None:
-            comps = [k for k in meta["components"] if k not in standard]
+        where = f"run {run_id!r} generation {generation}"
+        schema = self.schema
+        if schema is None:
+            schema = self._file_schema(keys, params, records, meta.get("components"), where)
         else:
-            comps = [k for k in keys if k not in standard and k not in KNOWN_EXTRAS]
-        extras = [k for k in keys if k not in standard and k not in comps]
+            columns = set(schema.columns) | set(DERIVED)
+            unknown = [k for k in dict.fromkeys(params + keys) if k not in columns]
+            if unknown:
+                raise ValueError(f"{where}: records carry {unknown[0]!r}, which the experiment's schema "
+                                 f"({self.root / SCHEMA_FILE}) does not declare")
 
         phase = meta.get("phase", "train")
         path = self.path(run_id, generation, meta["fidelity"], phase)
@@ -166,26 +308,48 @@ class ResultsWriter:
         const = {"experiment": self.experiment, "run_id": run_id, "generation": int(generation), "phase": phase,
                  **{k: meta[k] for k in META_KEYS}, "node": meta.get("node") or socket.gethostname(),
                  "time": datetime.now(timezone.utc)}
-        stored_head = [c for c in HEAD if c not in DERIVED]
-        stored_tail = [c for c in TAIL if c not in DERIVED]
-        columns = {}
-        for c in stored_head + params + ["loss"] + comps + stored_tail + extras:
-            values = [const[c]] * n if c in const else [r.get(c) for r in records]
-            values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
-            typ = _TYPES.get(c, pa.float64() if c in params or c in comps else None)
+        arrays = []
+        for c in schema.columns:
+            values = [const[c]] * n if c in const else _values(records, c)
+            typ = schema.type_of(c)
             try:
-                columns[c] = pa.array(values, type=typ)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
-                raise ValueError(f"run {run_id!r} generation {generation}: column {c!r} has values "
-                                 f"that do not fit {typ or 'one type'}: {e}") from None
-        table = pa.table(columns)
+                arrays.append(pa.array(values, type=typ))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+                raise ValueError(f"{where}: column {c!r} has values that do not fit {typ}: {e}") from None
+        table = pa.Table.from_arrays(arrays, schema=schema.arrow())
         _atomic_write(path, lambda p: pq.write_table(table, p))
         return path
+
+    @staticmethod
+    def _file_schema(keys, params, records, components, where) -> Schema:
+        """The columns of one file when the experiment declared no schema: the standard columns,
+        ``params``, the components (``components``, else every other record field that is not a
+        known extra), every known extra, then the records' other fields (their type, float64 when
+        every value is null)."""
+        standard = _STANDARD | set(params)
+        if components is not None:
+            comps = [k for k in components if k not in standard]
+        else:
+            comps = [k for k in keys if k not in standard and k not in KNOWN_EXTRAS]
+        extras = {}
+        for k in keys:
+            if k in standard or k in comps or k in KNOWN_EXTRAS:
+                continue
+            try:
+                t = pa.array(_values(records, k)).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+                raise ValueError(f"{where}: column {k!r} has values that do not fit one type: {e}") from None
+            extras[k] = pa.float64() if pa.types.is_null(t) else t
+        return Schema(params, comps, extras)
+
+    def summary_path(self, run_id: str) -> Path:
+        """Where the run's summary is (written by the run when it has finished searching)."""
+        return self.root / "runs" / f"{sanitise(run_id)}.json"
 
     def write_run_summary(self, run_id: str, summary: Mapping[str, Any]) -> Path:
         """Write ``summary`` (JSON-able values; numpy scalars/arrays are converted) as the run's
         summary, replacing any earlier one."""
-        path = self.root / "runs" / f"{sanitise(run_id)}.json"
+        path = self.summary_path(run_id)
         text = json.dumps({"run_id": run_id, **summary}, default=_jsonable, indent=1)
         _atomic_write(path, lambda p: p.write_text(text))
         return path
@@ -238,10 +402,7 @@ def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         tables = list(pool.map(read, files))
-    roles = ({}, {}, {})
-    for names in dict.fromkeys(tuple(t.column_names) for t in tables):
-        for role, cols in zip(roles, _roles(names)):
-            role.update(dict.fromkeys(cols))
+    roles = _union_roles(tuple(t.column_names) for t in tables)
     tables = [t.append_column("_src", pa.array(np.full(t.num_rows, k))) for k, t in enumerate(tables)]
     df = pa.concat_tables(tables, promote_options="permissive").to_pandas(
         types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
@@ -252,7 +413,20 @@ def _read(files: Sequence[Path], threads: int) -> tuple[pd.DataFrame, tuple[list
     df["_order"] = df["phase"].map({p: i for i, p in enumerate(PHASES)})
     df = df.sort_values(["run_id", "_order", "generation", "fidelity"], kind="stable")
     df = df.drop(columns=["_src", "_order"]).reset_index(drop=True)
-    return df, tuple(list(r) for r in roles)
+    return df, roles
+
+
+def _union_roles(schemas: Iterable[Sequence[str]]) -> tuple[list, list, list]:
+    """(params, components, extras) over files with the column names ``schemas``, in order of
+    first appearance; a column keeps the first role it was found in."""
+    roles = ({}, {}, {})
+    for names in dict.fromkeys(tuple(n) for n in schemas):
+        for role, cols in zip(roles, _roles(names)):
+            role.update(dict.fromkeys(cols))
+    params = list(roles[0])
+    comps = [c for c in roles[1] if c not in roles[0]]
+    extras = [c for c in roles[2] if c not in roles[0] and c not in roles[1]]
+    return params, comps, extras
 
 
 def _run_dirs(root: Path) -> list[Path]:
@@ -298,6 +472,8 @@ def _evaluations(files: Sequence[Path], threads: int = 8) -> pd.DataFrame:
         sims = df["new_sims"].astype("Float64").fillna(sims.astype("Float64"))
     df["cum_sims"] = sims.astype("int64").groupby(df["run_id"]).cumsum()
     df["cum_wall_s"] = df["wall_s"].fillna(0.0).groupby(df["run_id"]).cumsum()
+    # every file stores every known extra; one that no record carried stays out of the frame
+    extras = [c for c in extras if c not in KNOWN_EXTRAS or df[c].notna().any()]
     return df[list(HEAD) + params + ["loss"] + comps + list(TAIL) + extras]
 
 
@@ -348,26 +524,59 @@ def compact(path: str | os.PathLike) -> int:
     delete the generation files it holds, so that loading a large study opens one file per run
     rather than one per generation (~1 ms each). Returns the number of files deleted.
 
+    Every compacted file gets one schema: the declared one (``schema.json``) together with every
+    column found in the experiment's files, so compacting also brings results written before
+    schemas were declared (or by an older raybrain) to one schema that any parquet reader takes
+    whole (a run whose compacted file already has it is left alone).
+
     Safe while runs are still writing: a generation written after compaction is newer and wins at
     :func:`load`; a generation file that changed while being compacted is kept. Run one ``compact``
     at a time per storage path."""
+    root = Path(path)
+    runs = {d: _run_files(d) for d in _run_dirs(root)}
+    runs = {d: files for d, files in runs.items() if files}
+    if not runs:
+        return 0
+    found = _schema_of([f for files in runs.values() for f in files])
+    declared = read_schema(root)
+    schema = found if declared is None else declared.union(found)
+    target = schema.arrow()
     removed = 0
-    for run_dir in _run_dirs(Path(path)):
-        files = _run_files(run_dir)
+    for run_dir, files in runs.items():
         gens = [f for f in files if f.name != _COMPACTED]
-        if not gens:
+        if not gens and _parquet_schema(files[0]).equals(target):
             continue
         stamps = {f: _stamp(f) for f in gens}
-        df, (params, comps, extras) = _read(files, threads=1)
-        stored = ([c for c in HEAD if c not in DERIVED] + params + ["loss"] + comps
-                  + [c for c in TAIL if c not in DERIVED] + extras)
-        table = pa.Table.from_pandas(df[stored], preserve_index=False).replace_schema_metadata(None)
+        df, _ = _read(files, threads=1)
+        df = df.reindex(columns=schema.columns)
+        table = pa.Table.from_pandas(df, schema=target, preserve_index=False).replace_schema_metadata(None)
         _atomic_write(run_dir / _COMPACTED, lambda p: pq.write_table(table, p))
         for f, ns in stamps.items():
             if _stamp(f) == ns:
                 f.unlink()
                 removed += 1
     return removed
+
+
+def _parquet_schema(f: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(f).remove_metadata()
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"{f}: cannot read this results file ({e})") from None
+
+
+def _schema_of(files: Sequence[Path]) -> Schema:
+    """The :class:`Schema` of every column found in ``files`` (an extra's type: the first non-null
+    type it has)."""
+    schemas = [_parquet_schema(f) for f in files]
+    params, comps, extras = _union_roles(s.names for s in schemas)
+    types = {}
+    for s in schemas:
+        for c in extras:
+            i = s.get_field_index(c)
+            if i >= 0 and (c not in types or pa.types.is_null(types[c])):
+                types[c] = s.field(i).type
+    return Schema(params, comps, {c: (pa.float64() if pa.types.is_null(t) else t) for c, t in types.items()})
 
 
 def _train(df: pd.DataFrame) -> pd.DataFrame:

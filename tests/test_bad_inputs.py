@@ -643,7 +643,9 @@ def test_catalogue_ids_are_unique_and_counted_in_the_docstring():
 # -- the good paths next to the bad ones still get through ------------------------------------
 def test_a_valid_config_reaches_ray_and_its_own_results_folder_is_accepted(ws, tripwires, quickstart, capsys):
     """The checks before Ray let a valid config through, also into a results folder that holds the
-    same experiment (re-running it); run_experiment gets the config."""
+    same experiment but no records of it yet; run_experiment gets the config."""
+    import shutil
+
     import raybrain.search.tune as tune
 
     from raybrain.experiment import load_config
@@ -653,10 +655,30 @@ def test_a_valid_config_reaches_ray_and_its_own_results_folder_is_accepted(ws, t
         KeyboardInterrupt))[1])
     path = ws.config()
     (ws.earlier / "experiment.json").write_text(load_config(path).model_dump_json())
+    for d in ("evaluations", "runs"):
+        shutil.rmtree(ws.earlier / d)
     with pytest.raises(KeyboardInterrupt):
         main(["run", path, "--quiet"])
     assert len(calls) == 1 and calls[0].name == "quickstart"
     assert not list(ws.earlier.glob(".raybrain-write-test-*"))
+
+
+def test_the_same_experiment_with_records_is_refused_before_ray(ws, tripwires, capsys):
+    """A second execution of the same experiment into a folder with its records: one line, exit 2,
+    naming the folder and both ways on; nothing is touched and Ray is never reached."""
+    import raybrain.search.tune as tune
+
+    from raybrain.experiment import load_config
+
+    tripwires.setattr(tune, "run_experiment", lambda cfg, **kw: pytest.fail("reached run_experiment"))
+    path = ws.config()
+    (ws.earlier / "experiment.json").write_text(load_config(path).model_dump_json())
+    before = {p: p.stat().st_mtime_ns for p in ws.earlier.rglob("*")}
+    assert main(["run", path, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ws.earlier.resolve()) in err[0]
+    assert "raybrain resume" in err[0] and "--overwrite" in err[0] and "records of 1 run(s)" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in ws.earlier.rglob("*")} == before
 
 
 def test_resume_uses_the_folder_given_whatever_the_working_directory(ws, tripwires, monkeypatch, tmp_path_factory):

@@ -139,7 +139,7 @@ def test_launcher_head_takes_trials(copy):
 
 def test_launcher_other_ray_version(copy):
     edit(copy / "aws.yaml", "rayproject/ray:2.60.0-py311-gpu", "rayproject/ray:2.59.0-py311-gpu")
-    one_of(problems_of(copy, "aws.yaml"), "2.59.0", "installed Ray")
+    one_of(problems_of(copy, "aws.yaml"), "2.59.0", "recipes' Ray")
 
 
 def test_launcher_mixed_python_versions(copy):

@@ -25,13 +25,18 @@ name                 algorithm                                       backend (pi
 ===================  ==============================================  ===========================
 
 Backends are imported when an optimizer is built, never at import of this package; a missing
-one raises ImportError naming the pip package. See :mod:`raybrain.search.base` for the contract.
+one raises ImportError naming the pip package. See :mod:`raybrain.search.base` for the contract
+and the hooks through which a family runs in an experiment's two modes.
+
+A config may also name a family of its own as ``package.module:Class`` (:mod:`.custom`): a
+subclass of :class:`Optimizer`, or a Tune ``Searcher`` (trial mode only); :func:`family` resolves
+both.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .base import Optimizer, check_bounds, _did_you_mean
+from .base import Optimizer, SettingError, check_bounds, _did_you_mean
 from .bayesopt import BayesOpt
 from .grid import GridSearch
 from .hyperopt import HyperoptTPE
@@ -40,7 +45,8 @@ from .optuna import OptunaCMAES, OptunaTPE
 from .random import RandomSearch
 from .surrogate_cmaes import SurrogateCMAES
 
-__all__ = ["Optimizer", "OPTIMIZERS", "get_optimizer", "validate_settings", "check_bounds"]
+__all__ = ["Optimizer", "OPTIMIZERS", "SettingError", "family", "get_optimizer", "validate_settings",
+           "check_bounds"]
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     cls.name: cls
@@ -50,29 +56,31 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 OPTIMIZERS["gradient"] = __import__(f"{__name__}.gradient", fromlist=["GradientDescent"]).GradientDescent
 
 
-def _lookup(name: str) -> type[Optimizer]:
+def family(name: str) -> type[Optimizer]:
+    """The class of optimizer family ``name``: a key of :data:`OPTIMIZERS`, or ``module:Class``
+    (:func:`.custom.import_family`). ValueError (one line, with a did-you-mean) otherwise."""
+    if isinstance(name, str) and ":" in name:
+        from .custom import import_family
+
+        return import_family(name)
     try:
         return OPTIMIZERS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown optimizer {name!r}{_did_you_mean(name, OPTIMIZERS)}; "
-                         f"choose from {', '.join(OPTIMIZERS)}") from None
+                         f"choose from {', '.join(OPTIMIZERS)} (or name your own as 'package.module:Class')"
+                         ) from None
 
 
-def validate_settings(name: str, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Check an optimizer name and the *keys* of its settings without building it (no backend
-    import); returns the settings merged with the family's defaults. ValueError with a
-    did-you-mean otherwise. Values are checked when the optimizer is built."""
-    cls = _lookup(name)
-    settings = dict(settings or {})
-    for key in settings:
-        if key not in cls.defaults:
-            known = ", ".join(sorted(cls.defaults)) or "none"
-            raise ValueError(f"unknown setting {key!r} for optimizer {name!r}"
-                             f"{_did_you_mean(key, cls.defaults)}; accepted settings: {known}")
-    return {**cls.defaults, **settings}
+def validate_settings(name: str, settings: Mapping[str, Any] | None = None, mode: str = "population") -> dict[str, Any]:
+    """Check an optimizer name and the *keys* of its settings for ``mode`` ("population" or
+    "trial") without building it (no backend import); returns the settings merged with the
+    family's defaults. ValueError with a did-you-mean (a :class:`SettingError` naming the key for
+    a setting or mode the family refuses) otherwise. Values are checked when the optimizer is
+    built."""
+    return family(name).check_settings(settings, mode)
 
 
 def get_optimizer(name: str, bounds, seed: int = 0, population: int | None = None, **settings) -> Optimizer:
     """Build optimizer ``name`` over ``bounds`` (P, 2) with ``seed`` and ``population`` candidates
     per :meth:`~Optimizer.ask` (None: the family's default) and family ``settings``."""
-    return _lookup(name)(bounds, seed=seed, population=population, **settings)
+    return family(name)(bounds, seed=seed, population=population, **settings)

@@ -26,6 +26,21 @@ Contract (identical for every family):
 * Checkpoints: :meth:`state` returns ``pickle`` bytes of the whole optimizer (backend included);
   :meth:`Optimizer.from_state` restores it, and the restored object continues exactly as the
   original would. Like any pickle, only load state you wrote yourself.
+
+A family also declares how it runs in an experiment (:mod:`raybrain.search.tune`), through class
+hooks with defaults here:
+
+* :attr:`~Optimizer.modes` — the experiment modes it runs in; :meth:`~Optimizer.check_settings`
+  refuses another mode, an unknown setting, or a setting the mode cannot honour
+  (:attr:`~Optimizer.population_only`) with a :class:`SettingError` naming the key, when the
+  config is validated (before Ray starts);
+* :meth:`~Optimizer.complete_settings` — settings completed from the experiment (grid: the points
+  per parameter that fit the budget);
+* :meth:`~Optimizer.trial_searcher` — its trial-mode form: a Tune ``Searcher`` honouring the
+  same settings with the same defaults as the ask/tell form (by default the ask/tell optimizer
+  itself, wrapped: :class:`raybrain.search._tune_searchers.AskTell`);
+* :meth:`~Optimizer.attach_objective` — the run's objective, given before the first ask of a
+  population run (a family that learns from or differentiates the objective itself).
 """
 from __future__ import annotations
 
@@ -37,7 +52,7 @@ import numpy as np
 
 from .._text import did_you_mean as _did_you_mean
 
-__all__ = ["Optimizer", "check_bounds", "require"]
+__all__ = ["Optimizer", "SettingError", "check_bounds", "require"]
 
 #: Two rows are the same candidate when they differ by at most this much in the unit box.
 MATCH_TOL = 1e-9
@@ -69,6 +84,13 @@ def require(module: str, package: str):
                           f"({exc})") from exc
 
 
+class SettingError(ValueError):
+    """A setting (or mode) an optimizer family refuses. ``key`` is its path in the optimizer's
+    entry of an experiment config (``"settings.sigma0"``, ``"mode"``); the message names it too."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(message)
 
 
 class Optimizer:
@@ -87,6 +109,11 @@ class Optimizer:
     name: ClassVar[str] = ""
     #: accepted settings and their defaults
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: the experiment modes the family runs in ("population": ask/tell generations inside one Tune
+    #: trial per run; "trial": one Tune trial per candidate, see :meth:`trial_searcher`)
+    modes: ClassVar[tuple[str, ...]] = ("population", "trial")
+    #: settings the trial-mode form cannot honour (refused in trial mode, by name)
+    population_only: ClassVar[frozenset] = frozenset()
 
     def __init__(self, bounds, seed: int = 0, population: int | None = None, **settings):
         self.bounds = check_bounds(bounds)
@@ -100,10 +127,7 @@ class Optimizer:
             raise ValueError(f"{self.name}: population must be a positive integer, got {population!r}")
         self.population = int(population)
         for key in settings:
-            if key not in self.defaults:
-                known = ", ".join(sorted(self.defaults)) or "none"
-                raise ValueError(f"unknown setting {key!r} for optimizer {self.name!r}"
-                                 f"{_did_you_mean(key, self.defaults)}; accepted settings: {known}")
+            self._check_key(key)
         self.settings = {**self.defaults, **settings}
         self.n_asked = 0
         self.n_told = 0
@@ -119,6 +143,72 @@ class Optimizer:
     def default_population(cls, dim: int) -> int:
         """Population used when none is given."""
         return 8
+
+    @classmethod
+    def trial_population(cls, dim: int, max_concurrent: int) -> int:
+        """Candidates per generation of the trial-mode form: the trials in flight, and at least
+        :meth:`default_population` (one trial at a time must not make CMA-ES a (1, 1)-ES)."""
+        return max(int(max_concurrent), cls.default_population(dim))
+
+    # -- hooks of the experiment (defaults; a family overrides what it needs) -----------------
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any] | None = None, mode: str = "population") -> dict[str, Any]:
+        """``settings`` merged with :attr:`defaults`, checked by name (no backend import) for
+        ``mode``: :class:`SettingError` naming the key for a mode not in :attr:`modes`, an unknown
+        setting (with a did-you-mean) or, in trial mode, one of :attr:`population_only`. Values
+        are checked when the optimizer (or its searcher) is built."""
+        cls.check_mode(mode)
+        settings = dict(settings or {})
+        for key in settings:
+            cls._check_key(key)
+            if mode == "trial" and key in cls.population_only:
+                raise SettingError(f"settings.{key}", f"setting {key!r} of optimizer {cls.family_name()!r} applies to "
+                                   f"mode 'population' only: its trial-mode searcher cannot honour it")
+        return {**cls.defaults, **settings}
+
+    @classmethod
+    def check_mode(cls, mode: str) -> None:
+        """:class:`SettingError` (key ``mode``) when the family does not run in ``mode``."""
+        if mode not in cls.modes:
+            raise SettingError("mode", f"optimizer {cls.family_name()!r} runs in mode "
+                               f"{' or '.join(repr(m) for m in cls.modes)} only, not {mode!r}")
+
+    @classmethod
+    def complete_settings(cls, settings: Mapping[str, Any], dim: int, evaluations: int) -> dict[str, Any]:
+        """The settings of a run over ``dim`` parameters with a budget of ``evaluations``, completed
+        from the experiment (default: as given). :class:`SettingError` naming the key when they
+        cannot fit it."""
+        return dict(settings)
+
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed: int, settings: Mapping[str, Any], max_concurrent: int):
+        """The trial-mode form: a Tune ``Searcher`` over parameters ``names`` within ``bounds``
+        (P, 2), seeded with ``seed``, that honours ``settings`` (merged with :attr:`defaults` by
+        :meth:`check_settings`) with the same defaults as the ask/tell form, for ``max_concurrent``
+        trials in flight (the caller numbers and limits them; Tune's ``set_search_properties``
+        gives it the search space too). Default: this ask/tell family itself, a generation of
+        :meth:`trial_population` candidates at a time
+        (:class:`raybrain.search._tune_searchers.AskTell`)."""
+        from ._tune_searchers import AskTell
+
+        return AskTell(cls, seed=seed, max_concurrent=max_concurrent, settings=settings)
+
+    def attach_objective(self, objective, seed=None, repeats: int = 1) -> None:
+        """The run's objective, given by the population trainable before the first ask (and again
+        after a restore), with the noise ``seed`` and ``repeats`` of its evaluations. Default:
+        nothing; a family that learns from or differentiates the objective itself overrides it."""
+
+    @classmethod
+    def family_name(cls) -> str:
+        """The family's name for messages: :attr:`name`, else ``module:Class``."""
+        return cls.name or f"{cls.__module__}:{cls.__qualname__}"
+
+    @classmethod
+    def _check_key(cls, key) -> None:
+        if key not in cls.defaults:
+            known = ", ".join(sorted(cls.defaults)) or "none"
+            raise SettingError(f"settings.{key}", f"unknown setting {key!r} for optimizer {cls.family_name()!r}"
+                               f"{_did_you_mean(key, cls.defaults)}; accepted settings: {known}")
 
     def _setup(self) -> None:
         """Create the backend (lazy imports here)."""

@@ -20,6 +20,12 @@ observation, so the next proposal of the same generation moves elsewhere; the li
 the real losses are told. Proposals are uniform until ``init_points`` real observations exist (and
 for the whole first generation). Searches the unit box; ``alpha`` is the GP's noise term on the
 normalised targets (raise it for noisy losses).
+
+Trial mode: Tune's ``BayesOptSearch`` seeded with the run seed, with the same acquisition
+(``kind``, ``kappa``, ``xi``) and GP (``alpha``, ``gp_restarts``) settings and ``init_points`` random
+trials first; it proposes one trial at a time in parameter units. ``n_warmup`` and ``n_iter`` (the
+acquisition maximiser's effort) apply to population mode only: Tune's searcher keeps bayes_opt's
+values, the same as their defaults here.
 """
 from __future__ import annotations
 
@@ -40,17 +46,39 @@ class BayesOpt(Optimizer):
     name = "bayesopt"
     defaults = {"kind": "ucb", "kappa": 2.576, "xi": 0.0, "init_points": 5, "alpha": 1e-6,
                 "n_warmup": 10000, "n_iter": 10, "gp_restarts": 5}
+    population_only = frozenset({"n_warmup", "n_iter"})  # Tune's searcher: bayes_opt's 10000 and 10
 
     @classmethod
     def default_population(cls, dim: int) -> int:
         return 4
 
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        cls._check(settings)
+        from ._tune_searchers import GPBayesOpt
+
+        s = settings
+        return GPBayesOpt(utility_kwargs={"kind": s["kind"], "kappa": float(s["kappa"]), "xi": float(s["xi"])},
+                          random_state=int(seed), random_search_steps=int(s["init_points"]),
+                          alpha=float(s["alpha"]), gp_restarts=int(s["gp_restarts"]))
+
     def _setup(self) -> None:
+        bo = self._check(self.settings)
+        s = self.settings
+        self._keys = [f"x{j:03d}" for j in range(self.dim)]   # bayes_opt sorts keys: zero-padded
+        self._utility = bo.UtilityFunction(kind=s["kind"], kappa=float(s["kappa"]), xi=float(s["xi"]))
+        self._rng = np.random.default_rng(self.seed)
+        self._X = np.empty((0, self.dim))
+        self._y = np.empty(0)                 # losses (the GP sees -loss: bayes_opt maximises)
+        self._asked = np.empty((0, self.dim))
+
+    @staticmethod
+    def _check(s):
+        """The ``bayes_opt`` module, after checking its version and the values of settings ``s``."""
         bo = require("bayes_opt", "bayesian-optimization<2")
         if not hasattr(bo, "UtilityFunction"):
             raise ImportError('bayesopt needs bayesian-optimization 1.x (2.x has no UtilityFunction): '
                               'pip install "bayesian-optimization<2"')
-        s = self.settings
         if s["kind"] not in ("ucb", "ei", "poi"):
             raise ValueError(f"bayesopt: setting 'kind' must be 'ucb', 'ei' or 'poi', got {s['kind']!r}")
         for key in ("kappa", "xi", "alpha"):
@@ -61,12 +89,7 @@ class BayesOpt(Optimizer):
             v = s[key]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise ValueError(f"bayesopt: setting {key!r} must be an integer >= {low}, got {v!r}")
-        self._keys = [f"x{j:03d}" for j in range(self.dim)]   # bayes_opt sorts keys: zero-padded
-        self._utility = bo.UtilityFunction(kind=s["kind"], kappa=float(s["kappa"]), xi=float(s["xi"]))
-        self._rng = np.random.default_rng(self.seed)
-        self._X = np.empty((0, self.dim))
-        self._y = np.empty(0)                 # losses (the GP sees -loss: bayes_opt maximises)
-        self._asked = np.empty((0, self.dim))
+        return bo
 
     def _ask_unit(self) -> np.ndarray:
         from bayes_opt import BayesianOptimization

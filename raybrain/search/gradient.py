@@ -53,6 +53,7 @@ class GradientDescent(Optimizer):
     """Multi-start projected Adam (see the module docstring)."""
 
     name = "gradient"
+    modes = ("population",)  # it differentiates the run's objective (attach_objective): no trial-mode form
     defaults = {
         "loss_fn": None,        # callable theta (P,) -> scalar, differentiable with JAX (required)
         "lr": 0.05,             # Adam step as a fraction of each parameter's range

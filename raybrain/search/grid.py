@@ -6,12 +6,18 @@ of the range). The :math:`\prod_j k_j` points are enumerated in C order (the las
 fastest) and handed out in chunks of ``population``; the last chunk may be shorter, after which
 :attr:`done` is True. The points are generated chunk by chunk from their flat index, so a large
 grid is never held in memory. Tells are ignored; the seed has no effect.
+
+In an experiment, ``points_per_dim`` defaults to the most points per parameter whose grid fits
+``budget.evaluations`` (:meth:`GridSearch.complete_settings`); in trial mode the same points,
+in the same order, are one trial each (:meth:`GridSearch.trial_searcher`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .base import Optimizer
+from .base import Optimizer, SettingError
 
 __all__ = ["GridSearch"]
 
@@ -26,15 +32,49 @@ class GridSearch(Optimizer):
     def default_population(cls, dim: int) -> int:
         return 16
 
+    @classmethod
+    def complete_settings(cls, settings, dim: int, evaluations: int) -> dict:
+        """Without ``points_per_dim``: the most points per parameter whose grid fits
+        ``evaluations``; with it, :class:`SettingError` when its grid exceeds ``evaluations``."""
+        out = dict(settings)
+        if "points_per_dim" not in out:
+            out["points_per_dim"] = max(1, int(math.floor(evaluations ** (1.0 / max(dim, 1)) + 1e-9)))
+            return out
+        k = out["points_per_dim"]
+        try:
+            size = int(np.prod(np.broadcast_to(np.asarray(k, dtype=object), (dim,)), dtype=object))
+        except (ValueError, TypeError):
+            raise SettingError("settings.points_per_dim", f"points_per_dim must be a positive integer or {dim} "
+                               f"positive integers (one per parameter), got {k!r}") from None
+        if size > evaluations:
+            raise SettingError("settings.points_per_dim",
+                               f"a grid of {size} points exceeds budget.evaluations = {evaluations}; lower "
+                               "points_per_dim (or leave it out: the budget then sets it) or raise the budget")
+        return out
+
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        """Every point of the same grid, in the same order, one trial each
+        (:class:`raybrain.search._tune_searchers.GridPoints`)."""
+        from ._tune_searchers import GridPoints
+
+        axes = cls.axes(bounds, settings["points_per_dim"])
+        return GridPoints({n: [float(x) for x in ax] for n, ax in zip(names, axes)})
+
+    @staticmethod
+    def axes(bounds, points_per_dim) -> list[np.ndarray]:
+        """The points of each parameter: ``points_per_dim`` (int, or one per parameter) evenly
+        spaced values over ``bounds`` (P, 2), both ends included; one point is the middle."""
+        bounds = np.asarray(bounds, dtype=np.float64)
+        k = np.full(len(bounds), points_per_dim) if np.ndim(points_per_dim) == 0 else np.asarray(points_per_dim)
+        if (k.shape != (len(bounds),) or not np.issubdtype(k.dtype, np.integer) or np.any(k < 1)):
+            raise ValueError(f"grid: points_per_dim must be a positive integer or {len(bounds)} positive "
+                             f"integers (one per parameter), got {points_per_dim!r}")
+        return [np.linspace(lo, hi, int(n)) if n > 1 else np.array([(lo + hi) / 2.0]) for (lo, hi), n in zip(bounds, k)]
+
     def _setup(self) -> None:
-        k = self.settings["points_per_dim"]
-        k = np.full(self.dim, k) if np.ndim(k) == 0 else np.asarray(k)
-        if (k.shape != (self.dim,) or not np.issubdtype(k.dtype, np.integer) or np.any(k < 1)):
-            raise ValueError(f"grid: points_per_dim must be a positive integer or {self.dim} positive "
-                             f"integers (one per parameter), got {self.settings['points_per_dim']!r}")
-        self._k = tuple(int(x) for x in k)
-        self._axes = [np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2.0])
-                      for (lo, hi), n in zip(self.bounds, self._k)]
+        self._axes = self.axes(self.bounds, self.settings["points_per_dim"])
+        self._k = tuple(len(ax) for ax in self._axes)
         self.size = int(np.prod(self._k, dtype=object))   # exact, no overflow
         self._next = 0
 

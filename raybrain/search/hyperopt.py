@@ -13,8 +13,13 @@ into a ``hyperopt.Trials``; :meth:`tell` marks the documents done with ``{"loss"
 While a generation is outstanding its documents count as infinitely bad observations for the
 later proposals of the same generation (hyperopt's own treatment of running jobs), which spreads a
 generation out. Requires ``pip install hyperopt`` (tested with 0.3.0).
+
+Trial mode: Tune's ``HyperOptSearch`` seeded with the run seed, calling the same
+``tpe.suggest`` with the same four settings (``n_startup_jobs`` is its ``n_initial_points``).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -33,6 +38,17 @@ class HyperoptTPE(Optimizer):
 
     name = "hyperopt-tpe"
     defaults = {"n_startup_jobs": 20, "n_EI_candidates": 24, "gamma": 0.25, "prior_weight": 1.0}
+
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        require("hyperopt", "hyperopt")
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        s = settings
+        alg = HyperOptSearch(n_initial_points=int(s["n_startup_jobs"]), gamma=s["gamma"], random_state_seed=seed)
+        alg.algo = functools.partial(alg.algo, n_EI_candidates=int(s["n_EI_candidates"]),
+                                     prior_weight=s["prior_weight"])
+        return alg
 
     def _setup(self) -> None:
         hyperopt = require("hyperopt", "hyperopt")

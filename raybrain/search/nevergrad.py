@@ -23,8 +23,16 @@ object nevergrad asked. Requires ``pip install nevergrad`` (tested with 1.0.12; 
   velocities :math:`v \leftarrow \omega v + \phi_p r_p (p_i - x) + \phi_g r_g (g - x)`,
   :math:`x \leftarrow x + v`, with the SPSO-2011 coefficients :math:`\omega = 1/(2\ln 2)`,
   :math:`\phi_p = \phi_g = 1/2 + \ln 2` by default (Zambrano-Bigiarini et al. 2013).
+
+Trial mode: Tune's ``NevergradSearch`` with the same configured optimizer (same settings, same
+defaults; a generation of the trials in flight, at least the family's default population) over
+Tune's bounded scalars, whose standardised unit is also a sixth of each range, so ``sigma0``
+means the same in both modes; seeded through the parametrization as above
+(:class:`raybrain.search._tune_searchers.SeededNevergrad`).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -36,15 +44,32 @@ __all__ = ["NevergradOptimizer", "CMAES", "DifferentialEvolution", "ParticleSwar
 class NevergradOptimizer(Optimizer):
     """Common ask–tell plumbing for a nevergrad optimizer on the unit box."""
 
-    def _configured(self, ng):  # pragma: no cover - abstract
-        """The ``nevergrad`` ConfiguredOptimizer for the current settings."""
+    @classmethod
+    def configured(cls, ng, settings, dim: int, population: int):  # pragma: no cover - abstract
+        """The ``nevergrad`` ConfiguredOptimizer for ``settings`` (merged with the defaults) over
+        ``dim`` parameters with ``population`` candidates per generation."""
         raise NotImplementedError
+
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        from ._tune_searchers import SeededNevergrad
+
+        require("nevergrad", "nevergrad")
+        # the dimension is known once Tune gives the search space
+        return SeededNevergrad(configure=functools.partial(cls._trial_configured, settings=dict(settings),
+                                                           max_concurrent=max_concurrent),
+                               optimizer_kwargs={"num_workers": max_concurrent}, seed=seed)
+
+    @classmethod
+    def _trial_configured(cls, ng, dim, settings, max_concurrent):
+        return cls.configured(ng, settings, dim, cls.trial_population(dim, max_concurrent))
 
     def _setup(self) -> None:
         ng = require("nevergrad", "nevergrad")
         param = ng.p.Array(shape=(self.dim,), lower=0.0, upper=1.0)
         param.random_state = np.random.RandomState(self.seed)
-        self._ng = self._configured(ng)(parametrization=param, budget=None, num_workers=self.population)
+        conf = self.configured(ng, self.settings, self.dim, self.population)
+        self._ng = conf(parametrization=param, budget=None, num_workers=self.population)
         # CMA, DE and PSO propose from their own state, never from nevergrad's archive of every
         # told point; capping it keeps the checkpointed state (and its pickling) small
         from nevergrad.optimization.utils import Pruning
@@ -80,21 +105,23 @@ class CMAES(NevergradOptimizer):
         # Hansen 2016, table 1: lambda = 4 + floor(3 ln n)
         return 4 + int(3 * np.log(dim))
 
-    def _configured(self, ng):
-        s = self.settings
+    @classmethod
+    def configured(cls, ng, settings, dim, population):
+        s = settings
         sigma0 = float(_positive("sigma0", s["sigma0"]))
         inopts = {}
         if s["parents"] is not None:
             mu = s["parents"]
-            if isinstance(mu, bool) or not isinstance(mu, (int, np.integer)) or not 1 <= mu <= self.population:
+            if isinstance(mu, bool) or not isinstance(mu, (int, np.integer)) or not 1 <= mu <= population:
                 raise ValueError(f"cmaes: setting 'parents' must be an integer in [1, population="
-                                 f"{self.population}], got {mu!r}")
+                                 f"{population}], got {mu!r}")
             inopts["CMA_mu"] = int(mu)
         # nevergrad's CMA step size in its standardized space is scale * m, with m = 0.3 for a
         # fully bounded space of dimension < 18 and 0.15 otherwise, and one standardized unit is
-        # (upper - lower) / 6 for a bounded Array: scale = sigma0 * 6 / m gives sigma0 in the box.
-        m = 0.3 if self.dim < 18 else 0.15
-        return ng.optimizers.ParametrizedCMA(scale=sigma0 * 6.0 / m, popsize=self.population,
+        # (upper - lower) / 6 for a bounded Array (or Scalar): scale = sigma0 * 6 / m gives sigma0
+        # in the box.
+        m = 0.3 if dim < 18 else 0.15
+        return ng.optimizers.ParametrizedCMA(scale=sigma0 * 6.0 / m, popsize=population,
                                              diagonal=bool(s["diagonal"]), elitist=bool(s["elitist"]),
                                              inopts=inopts or None)
 
@@ -112,13 +139,14 @@ class DifferentialEvolution(NevergradOptimizer):
     def default_population(cls, dim: int) -> int:
         return max(10, 5 * dim)
 
-    def _configured(self, ng):
-        s = self.settings
+    @classmethod
+    def configured(cls, ng, settings, dim, population):
+        s = settings
         if s["initialization"] not in ("parametrization", "LHS", "QR"):
             raise ValueError(f"de: setting 'initialization' must be 'parametrization', 'LHS' or 'QR', "
                              f"got {s['initialization']!r}")
         return ng.families.DifferentialEvolution(
-            popsize=self.population, crossover=s["crossover"], F1=float(_positive("F1", s["F1"])),
+            popsize=population, crossover=s["crossover"], F1=float(_positive("F1", s["F1"])),
             F2=float(_positive("F2", s["F2"])), initialization=s["initialization"])
 
 
@@ -133,8 +161,9 @@ class ParticleSwarm(NevergradOptimizer):
     def default_population(cls, dim: int) -> int:
         return 40
 
-    def _configured(self, ng):
-        s = self.settings
-        return ng.families.ConfPSO(popsize=self.population, omega=float(_positive("omega", s["omega"])),
+    @classmethod
+    def configured(cls, ng, settings, dim, population):
+        s = settings
+        return ng.families.ConfPSO(popsize=population, omega=float(_positive("omega", s["omega"])),
                                    phip=float(_positive("phip", s["phip"])),
                                    phig=float(_positive("phig", s["phig"])))

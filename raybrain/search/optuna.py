@@ -21,6 +21,11 @@ trials with ``study.ask`` and :meth:`tell` closes them with ``study.tell``. Requ
   default; optuna 4.9 deprecated passing ``sigma0``, so it is passed only when set). Optuna infers
   the search space from completed trials, so the *first generation is uniform random* and CMA-ES
   starts from the second. Settings ``sigma0``, ``use_separable_cma``, ``lr_adapt``.
+
+Trial mode: Tune's ``OptunaSearch`` with the same sampler (same settings, same defaults: TPE is
+multivariate with the constant liar in both modes; CMA-ES's ``popsize`` is the number of trials in
+flight, at least its default population), over Tune's ``FloatDistribution`` of each parameter,
+which optuna's CMA-ES also maps to the unit box, so ``sigma0`` means the same in both modes.
 """
 from __future__ import annotations
 
@@ -36,17 +41,33 @@ __all__ = ["OptunaOptimizer", "OptunaTPE", "OptunaCMAES"]
 class OptunaOptimizer(Optimizer):
     """Common ask–tell plumbing for an optuna sampler on the unit box."""
 
-    def _sampler(self, optuna):  # pragma: no cover - abstract
+    @classmethod
+    def sampler(cls, optuna, settings, seed: int, population: int):  # pragma: no cover - abstract
+        """The optuna sampler for ``settings`` (merged with the defaults), seeded with ``seed``,
+        ``population`` candidates per generation."""
         raise NotImplementedError
+
+    @classmethod
+    def _built_sampler(cls, settings, seed: int, population: int):
+        optuna = require("optuna", "optuna")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls.sampler(optuna, settings, seed, population)
+
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        population = None if names is None else cls.trial_population(len(names), max_concurrent)
+        sampler = cls._built_sampler(settings, seed, population)
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=sampler)
 
     def _setup(self) -> None:
         optuna = require("optuna", "optuna")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._keys = [f"x{j:03d}" for j in range(self.dim)]
         self._dists = {k: optuna.distributions.FloatDistribution(0.0, 1.0) for k in self._keys}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = self._sampler(optuna)
+        sampler = self._built_sampler(self.settings, self.seed, self.population)
         self._study = optuna.create_study(direction="minimize", sampler=sampler)
         self._trials: list = []
 
@@ -69,9 +90,10 @@ class OptunaTPE(OptunaOptimizer):
                 "constant_liar": True, "consider_endpoints": None, "prior_weight": None,
                 "consider_magic_clip": None, "consider_prior": None, "group": False}
 
-    def _sampler(self, optuna):
-        s = {k: v for k, v in self.settings.items() if v is not None}
-        return optuna.samplers.TPESampler(seed=self.seed, **s)
+    @classmethod
+    def sampler(cls, optuna, settings, seed, population):
+        s = {k: v for k, v in settings.items() if v is not None}
+        return optuna.samplers.TPESampler(seed=seed, **s)
 
 
 class OptunaCMAES(OptunaOptimizer):
@@ -84,9 +106,10 @@ class OptunaCMAES(OptunaOptimizer):
     def default_population(cls, dim: int) -> int:
         return 4 + int(3 * np.log(dim))  # Hansen 2016, table 1
 
-    def _sampler(self, optuna):
+    @classmethod
+    def sampler(cls, optuna, settings, seed, population):
         require("cmaes", "cmaes")
-        s = dict(self.settings)
+        s = dict(settings)
         sigma0 = s.pop("sigma0")
         if sigma0 is not None:
             if isinstance(sigma0, bool) or not isinstance(sigma0, (int, float, np.number)) or not sigma0 > 0:
@@ -94,7 +117,7 @@ class OptunaCMAES(OptunaOptimizer):
             s["sigma0"] = float(sigma0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # sigma0 deprecated in optuna 4.9
-            return optuna.samplers.CmaEsSampler(seed=self.seed, popsize=self.population,
+            return optuna.samplers.CmaEsSampler(seed=seed, popsize=population,
                                                 n_startup_trials=0, warn_independent_sampling=False,
                                                 use_separable_cma=bool(s.pop("use_separable_cma")),
                                                 lr_adapt=bool(s.pop("lr_adapt")), **s)

@@ -5,6 +5,9 @@ Each candidate is :math:`u \sim \mathcal{U}[0, 1]^P`, :math:`\theta = l (1 - u) 
 other family must beat; on problems with few important parameters it is competitive with grid
 search at any budget (Bergstra & Bengio 2012, "Random search for hyper-parameter optimization",
 JMLR 13:281–305). Tells are ignored; the sequence of asks depends only on the seed.
+
+Trial mode: :class:`raybrain.search._tune_searchers.SeededRandom`, uniform draws over the same
+box from the run seed.
 """
 from __future__ import annotations
 
@@ -25,8 +28,15 @@ class RandomSearch(Optimizer):
     def default_population(cls, dim: int) -> int:
         return 16
 
+    @classmethod
+    def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
+        from ._tune_searchers import SeededRandom
+
+        return SeededRandom({n: (float(lo), float(hi)) for n, (lo, hi) in zip(names, bounds)}, seed=seed)
+
     def _setup(self) -> None:
         self._rng = np.random.default_rng(self.seed)
 
     def _ask_unit(self) -> np.ndarray:
         return self._rng.random((self.population, self.dim))
+

@@ -104,6 +104,7 @@ class SurrogateCMAES(Optimizer):
     names: which subjects' training rows to learn from)."""
 
     name = "surrogate-cmaes"
+    modes = ("population",)  # learns from the run's objective (attach_objective): no trial-mode form
     defaults = {"train": None, "params": None, "target": "loss", "generations": 100, "inner_population": None,
                 "restarts": 2, "sigma0": 0.3, "penalty": None, "refit": 1, "hidden": (32, 32), "ensemble": 3,
                 "min_distance": 0.02, "train_subjects": "same"}

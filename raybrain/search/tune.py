@@ -11,22 +11,30 @@
   each fidelity's duration (simulated seconds are the resource), reports its loss after each and
   checkpoints its simulator state, so ASHA stops poor candidates early and a stopped trial
   resumes instead of restarting. Trials are numbered in suggestion order (``trial_index``), which
-  names their record files and their noise streams, so a run is reproducible from its seed.
+  names their record files and their noise streams, so a run is reproducible from its seed. Every
+  trial-mode run of an experiment shares one Tune experiment, side by side; each keeps its own
+  searcher, budget and scheduler (:func:`_trial_runs`).
 
 After the search, a third stage (**holdout**, one Tune trial per run) re-simulates each run's best
 training candidates with fresh noise on the validation targets and the winner on the test targets
 (:meth:`raybrain.experiment.ExperimentConfig.holdout_targets`).
 
-Ray 2.60: report with ``ray.tune.report(metrics, checkpoint=...)``; configs from ``ray.tune``.
+Ray 2.60: report with ``ray.tune.report(metrics)``; configs from ``ray.tune``. Checkpoints are
+raybrain's own files (:func:`state_path`), not Tune's.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,6 +55,12 @@ def _config(text: str):
 @lru_cache(maxsize=32)
 def _objective(text: str, subject: str, fidelity: int):
     return _config(text).build_objective(subject, fidelity)
+
+
+def _text(config: dict, experiment: str | None) -> str:
+    """The experiment config (JSON) of a trial: bound by ``tune.with_parameters``, or (experiments
+    started by earlier versions) in the trial's config."""
+    return experiment if experiment is not None else config["experiment"]
 
 
 def _spec(cfg, run_id: str):
@@ -73,16 +87,40 @@ def _meta(spec, fidelity: int, fid, params, phase: str = "train", subject: str |
             "params": list(params)}
 
 
-def _report(metrics: dict, state: dict):
+def state_path(root, run_id: str, trial: int | None = None) -> Path:
+    """A run's (or one trial-mode trial's) latest checkpoint: ``root/checkpoints/<run>/run.pkl.z``
+    or ``…/trial-000007.pkl.z``. raybrain keeps it, not Tune: one file, replaced atomically after
+    each generation (rung) once its records are written, so a trial has exactly one checkpoint and
+    no experiment snapshot can point at a checkpoint that was pruned since (what Tune's
+    ``num_to_keep`` pruning leaves behind when the driver is killed between the two)."""
+    from ..results import sanitise
+
+    name = "run" if trial is None else f"trial-{int(trial):06d}"
+    return Path(root) / "checkpoints" / sanitise(run_id) / f"{name}.pkl.z"
+
+
+def _report(metrics: dict, state: dict, path: Path):
+    """Save ``state`` as the trial's checkpoint (compressed pickle at ``path``), then report."""
     from ray import tune
 
-    with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "state.pkl"), "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    from ..results import _atomic_write
+
+    data = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 6)
+    _atomic_write(Path(path), lambda p: p.write_bytes(data))
+    tune.report(metrics)
 
 
-def _restore() -> dict | None:
+def _restore(path: Path) -> dict | None:
+    """The trial's latest checkpoint, or None (a fresh start)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return _restore_tune()
+    return pickle.loads(zlib.decompress(data))
+
+
+def _restore_tune() -> dict | None:
+    """A checkpoint Tune kept (experiments started by raybrain 0.1 and resumed by this version)."""
     from ray import tune
 
     ckpt = tune.get_checkpoint()
@@ -93,24 +131,31 @@ def _restore() -> dict | None:
 
 
 # -- population mode --------------------------------------------------------------------------
-def population_trainable(config: dict) -> None:
-    """One (subject, optimizer, seed) run: ask a generation, evaluate it batched, tell, record."""
+def population_trainable(config: dict, experiment: str | None = None) -> None:
+    """One (subject, optimizer, seed) run: ask a generation, evaluate it batched, tell, record.
+
+    ``experiment``: the config as JSON (bound with ``tune.with_parameters``, so it is not copied
+    into Tune's trial configs and result rows); ``config`` holds ``results`` and ``run_id``."""
     from ..results import ResultsWriter
     from . import get_optimizer
     from .base import Optimizer
 
     from .halving import successive_halving, told_losses
 
-    cfg = _config(config["experiment"])
+    text = _text(config, experiment)
+    cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
     top = len(fids) - 1
     eta = spec.optimizer.halving_eta
     rungs = range(len(fids)) if eta else [top]
-    objectives = [_objective(config["experiment"], spec.subject, k) for k in rungs]
+    objectives = [_objective(text, spec.subject, k) for k in rungs]
     par = objectives[-1].parametrisation
     writer = ResultsWriter(config["results"], cfg.name)
-    saved = _restore()
+    ckpt = state_path(config["results"], spec.run_id)
+    if writer.summary_path(spec.run_id).is_file():  # finished before (a retried or restored trial)
+        return
+    saved = _restore(ckpt)
     if saved:
         opt = Optimizer.from_state(saved["optimizer"])
         generation, n_evals, wall = saved["generation"], saved["n_evals"], saved["wall_s"]
@@ -119,8 +164,7 @@ def population_trainable(config: dict) -> None:
                             **cfg.optimizer_settings(spec.optimizer, len(par.names)))
         generation, n_evals, wall = 0, 0, 0.0
     repeats = cfg.simulation.repeats
-    if hasattr(opt, "attach_objective"):  # a family that needs the objective itself (gradient: its loss)
-        opt.attach_objective(objectives[-1], seed=noise_seed(spec.seed, 0), repeats=repeats)
+    opt.attach_objective(objectives[-1], seed=noise_seed(spec.seed, 0), repeats=repeats)  # a hook; default no-op
     budget, wall_budget = cfg.budget.evaluations, cfg.budget.wall_s
     while n_evals < budget and not opt.done and (wall_budget is None or wall < wall_budget):
         t0 = time.perf_counter()
@@ -131,7 +175,7 @@ def population_trainable(config: dict) -> None:
                                         first_stream=n_evals * repeats)
             opt.tell(theta, told_losses(scored, len(theta)))
         else:
-            records = _evaluate(cfg, config["experiment"], spec.subject, top, theta, seed=seed, repeats=repeats,
+            records = _evaluate(cfg, text, spec.subject, top, theta, seed=seed, repeats=repeats,
                                 first_stream=n_evals * repeats)
             for r in records:
                 r["new_sims"] = repeats
@@ -143,21 +187,23 @@ def population_trainable(config: dict) -> None:
         n_evals += len(theta)
         generation += 1
         wall += time.perf_counter() - t0
-        _report({METRIC: float(opt.best_loss), "evaluations": n_evals, "generation": generation},
-                {"optimizer": opt.state(), "generation": generation, "n_evals": n_evals, "wall_s": wall})
+        _report({METRIC: float(opt.best_loss)},  # one metric: Tune keeps statistics of each per trial
+                {"optimizer": opt.state(), "generation": generation, "n_evals": n_evals, "wall_s": wall}, ckpt)
     writer.write_run_summary(spec.run_id, {
         "mode": spec.mode, "subject": spec.subject, "optimizer": spec.optimizer.key, "seed": spec.seed,
         "evaluations": n_evals, "generations": generation, "wall_s": wall, "best_loss": opt.best_loss,
         "best": dict(zip(par.names, map(float, opt.best_theta))) if opt.best_theta is not None else None})
+    ckpt.unlink(missing_ok=True)  # the summary marks the run finished: its checkpoint is not needed
 
 
 def _evaluate(cfg, text: str, subject: str, fidelity, theta, *, seed: int, repeats: int, first_stream: int = 0):
     """Records of ``theta`` at one fidelity: through this node's coalescing evaluator when the
     experiment uses one (identical records, batched with other trials'), else in this process."""
-    if cfg.use_evaluator:
+    if cfg.use_evaluator:  # as the driver decided (stamped into cfg); raises on an unplanned config
         from ..evaluator import remote_evaluate
 
-        return remote_evaluate(text, subject, fidelity, theta, seed=seed, repeats=repeats, first_stream=first_stream)
+        return remote_evaluate(text, subject, fidelity, theta, seed=seed, repeats=repeats, first_stream=first_stream,
+                               backend=cfg.simulation.backend)
     return _objective(text, subject, fidelity).evaluate(theta, seed=seed, repeats=repeats, first_stream=first_stream)
 
 
@@ -167,7 +213,7 @@ class _Rung:
 
 
 # -- trial mode -------------------------------------------------------------------------------
-def trial_trainable(config: dict) -> None:
+def trial_trainable(config: dict, experiment: str | None = None) -> None:
     """One candidate: simulate up to each fidelity's duration, report the loss, checkpoint.
 
     A rung with the same dt as the one below continues the simulation; a finer dt starts afresh."""
@@ -177,7 +223,7 @@ def trial_trainable(config: dict) -> None:
     from ..results import ResultsWriter
     from ._tune_searchers import INDEX
 
-    text = config["experiment"]
+    text = _text(config, experiment)
     cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
@@ -193,7 +239,8 @@ def trial_trainable(config: dict) -> None:
         return _objective(text, spec.subject, k).simulation(
             theta, seed=noise_seed(spec.seed, 0), repeats=repeats, candidates=[trial_no], state=state)
 
-    saved = _restore()
+    ckpt = state_path(config["results"], spec.run_id, trial_no)
+    saved = _restore(ckpt)
     sim, bold, done, wall = None, None, 0, 0.0
     if saved:
         bold, done, wall = saved["bold"], saved["done"], saved["wall_s"]
@@ -210,18 +257,22 @@ def trial_trainable(config: dict) -> None:
                                                           wall_s=time.perf_counter() - t0)
         records[0]["new_sims"] = repeats if fresh else 0
         writer.write_generation(spec.run_id, trial_no, records, _meta(spec, k, fids[k], par.names))
-        _report({METRIC: records[0]["loss"], "sim_seconds": fids[k].duration, "fidelity": k},
-                {"sim": sim.state.to_arrays(), "bold": bold, "done": k + 1, "wall_s": wall})
+        if k + 1 == len(fids):  # the last rung: nothing left to continue
+            ckpt.unlink(missing_ok=True)
+            _report_plain({METRIC: records[0]["loss"], "sim_seconds": fids[k].duration, "fidelity": k})
+        else:
+            _report({METRIC: records[0]["loss"], "sim_seconds": fids[k].duration, "fidelity": k},
+                    {"sim": sim.state.to_arrays(), "bold": bold, "done": k + 1, "wall_s": wall}, ckpt)
 
 
 # -- holdout: validation and test -------------------------------------------------------------
-def holdout_trainable(config: dict) -> None:
+def holdout_trainable(config: dict, experiment: str | None = None) -> None:
     """A finished run's held-out phases: its best distinct training candidates re-simulated with
     fresh noise on each validation target; the winner (lowest mean validation loss) on each test
     target. Deterministic (seeds from the run seed), so a retried trial rewrites the same files."""
     from ..results import ResultsWriter, load_run, param_columns
 
-    text = config["experiment"]
+    text = _text(config, experiment)
     cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     df = load_run(config["results"], spec.run_id)
@@ -271,41 +322,20 @@ def _search_space(par) -> dict:
 
 
 def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int, num_samples: int | None = None):
-    """Tune's own search algorithm for an optimizer family, seeded with the run seed.
+    """The trial-mode searcher of optimizer family ``name`` (a registry name or ``module:Class``),
+    seeded with the run seed: the family's :meth:`~raybrain.search.Optimizer.trial_searcher` with
+    ``settings`` (checked for trial mode, merged with the family's defaults), wrapped to number its
+    trials (:class:`._tune_searchers.Numbered`) and limited to ``max_concurrent`` trials in flight.
+    ``par`` (names, bounds) may be None where the searcher learns the space from Tune alone."""
+    from ray.tune.search import ConcurrencyLimiter
 
-    ``random`` and ``grid`` are Tune's ``BasicVariantGenerator`` (which numbers its trials); the
-    others are ``Searcher`` objects wrapped to number theirs (:class:`._tune_searchers.Numbered`) and
-    limited to ``max_concurrent`` trials in flight."""
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from . import family
+    from ._tune_searchers import Numbered
 
-    from ._tune_searchers import Numbered, SeededNevergrad
-
-    if name in ("random", "grid"):
-        return BasicVariantGenerator(random_state=int(seed), max_concurrent=max_concurrent)
-    if name in ("tpe", "optuna-cmaes"):
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
-        sampler = optuna.samplers.TPESampler(seed=seed) if name == "tpe" else optuna.samplers.CmaEsSampler(seed=seed)
-        alg = OptunaSearch(sampler=sampler)
-    elif name == "hyperopt-tpe":
-        from ray.tune.search.hyperopt import HyperOptSearch
-
-        alg = HyperOptSearch(random_state_seed=seed)
-    elif name in ("cmaes", "de", "pso"):
-        import nevergrad as ng
-
-        opt = {"cmaes": ng.optimizers.CMA, "de": ng.optimizers.DE, "pso": ng.optimizers.PSO}[name]
-        alg = SeededNevergrad(optimizer=opt, optimizer_kwargs={"num_workers": max_concurrent}, seed=seed)
-    elif name == "bayesopt":
-        from ray.tune.search.bayesopt import BayesOptSearch
-
-        alg = BayesOptSearch(random_state=seed)
-    else:
-        raise ValueError(f"optimizer {name!r} has no trial-mode (Tune searcher) form")
+    fam = family(name)
+    names, bounds = (None, None) if par is None else (list(par.names), np.asarray(par.bounds, dtype=np.float64))
+    alg = fam.trial_searcher(names, bounds, int(seed), fam.check_settings(settings, "trial"), max_concurrent)
     return ConcurrencyLimiter(Numbered(alg), max_concurrent=max_concurrent)
-
 
 def tune_scheduler(name: str, fids):
     """Tune's scheduler ``name`` over simulated seconds, with the fidelities' durations as rungs.
@@ -334,7 +364,8 @@ def tune_scheduler(name: str, fids):
 def _init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster at ``$RAY_ADDRESS``, or start a private local Ray: listening on the loopback
     address only (``127.0.0.1``; set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` to opt out), token
-    authentication on (Ray 2.60's default for a local cluster; it generates the token), no
+    authentication on (``RAY_AUTH_MODE=token`` unless set otherwise: Ray >= 2.59 turns it on by
+    itself for a local cluster, 2.52–2.58 need it asked for; Ray generates the token), no
     dashboard."""
     address = os.environ.get("RAY_ADDRESS")
     if not address:
@@ -342,13 +373,14 @@ def _init_ray(num_cpus: int | None = None) -> None:
         # and Windows) makes it advertise and bind 127.0.0.1 instead of the host's network address;
         # read when ray is imported, so set here (workers inherit it) and on the loaded module
         os.environ.setdefault(_LOOPBACK_ENV, "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables on the terminal
         kw = {}
-        if not address:  # Ray 2.60 turns token authentication on for the local cluster it starts
+        if not address:
             from ray._private import ray_constants
 
             ray_constants.ENABLE_RAY_CLUSTER = os.environ[_LOOPBACK_ENV] not in ("0", "false", "False")
@@ -361,17 +393,17 @@ _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _NODE_LOSS_RESUMES = 3
 
 
-def _fit_resuming(tuner, restore):
+def _fit_resuming(tuner, restore, stopped=lambda: False):
     """``tuner.fit()``, then resume the trials that were lost with their node.
 
     Tune retries a failed trial (``FailureConfig``) only if it was RUNNING: one lost with its node
     while it was being placed, or handed a reused actor, ends in ERROR at once. Those are resumed
     from their checkpoints (``restore()``: the experiment restored with ``resume_errored``), up to
     ``_NODE_LOSS_RESUMES`` times. A grid whose errors all come from the trials' own code is returned
-    as it is: re-running would only fail again."""
+    as it is: re-running would only fail again. Nothing is resumed once ``stopped()``."""
     grid = tuner.fit()
     for _ in range(_NODE_LOSS_RESUMES):
-        if not any(_lost_with_node(r.error) for r in grid if r.error is not None):
+        if stopped() or not any(_lost_with_node(r.error) for r in grid if r.error is not None):
             break
         grid = restore().fit()
     return grid
@@ -403,80 +435,239 @@ def _lost_with_node(err: BaseException | None) -> bool:
     return False
 
 
-def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, verbose: int = 0):
-    """Run (or resume) every run of ``cfg``; returns the results root (``storage/name``)."""
+class Interrupted(Exception):
+    """The experiment was stopped by a signal (SIGINT/SIGTERM) after Tune saved its state."""
+
+    def __init__(self, signum: int, root: Path):
+        self.signum, self.root = int(signum), Path(root)
+        super().__init__(f"interrupted by signal {self.signum}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+class _TuneNoise(logging.Filter):
+    """Drops Tune's own messages about a stop we asked for (its ``Tuner.restore(...)`` advice, the
+    'stop signal received' and 'trials did not complete' lines: raybrain says how to resume) and
+    about the per-trial log files it no longer writes."""
+
+    NEEDLES = ("Tuner.restore", "Stop signal received", "Trials did not complete", "has been interrupted",
+               "Failed to fetch metrics")  # the last: Tune's loggers are off (raybrain keeps the records)
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+    def filter(self, record):
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NEEDLES)
+
+
+class _StopOnSignals:
+    """While an experiment runs in the main thread: the first SIGINT or SIGTERM asks Tune to stop
+    after saving its state (Tune's own stop request, SIGUSR1, which it handles in every ``fit``), and
+    no further phase starts; a second signal exits at once (status 128 + signal). Elsewhere (a
+    worker thread) signals keep their handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    GRACE_S = 10.0  # after the first signal, a second one this soon exits at once, even after the stop
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved: dict = {}
+        self._filter = _TuneNoise()
+        self._first = 0.0
+
+    def _exit_now(self, signum, frame):
+        if time.monotonic() - self._first > self.GRACE_S:  # long after the stop: an ordinary signal
+            h = self._saved.get(signum, signal.SIG_DFL)
+            signal.signal(signum, h)
+            if callable(h):
+                return h(signum, frame)
+            os.kill(os.getpid(), signum)
+            return None
+        sys.stderr.write("raybrain: stopped at once (second signal); records written so far are kept\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            return self._exit_now(signum, frame)
+        self.signum, self._first = signum, time.monotonic()
+        tune_handler = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+        if callable(tune_handler):  # Tune is (or was) fitting: its handler ends the loop after a save
+            tune_handler(signum, frame)
+
+    def __enter__(self):
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        for name in _TuneNoise.LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        if threading.current_thread() is threading.main_thread():
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is ours; Tune learns via SIGUSR1
+            for s in self.SIGNALS:
+                self._saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._saved.items():  # once stopping, a second signal still exits at once
+            signal.signal(s, h if self.signum is None else self._exit_now)
+        if self._saved:
+            if self._env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
+        for name in _TuneNoise.LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+        return False
+
+
+def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, verbose: int = 0,
+                   selection=None):
+    """Run (or resume) the runs of ``cfg`` in ``selection`` (default: all; a
+    :class:`raybrain.execution.Selection`); returns ``(results root, failed trials)``.
+
+    Phases, each one Tune experiment under ``tune/`` (``tune/<selection key>/`` for a slice):
+    ``population`` (one trial per population-mode run), ``trial`` (every trial-mode run side by
+    side: :class:`._tune_searchers.PerRun` gives each run its own searcher and budget,
+    :class:`._tune_searchers.PerRunScheduler` its own scheduler) and ``holdout``. The experiment
+    config reaches the trials through ``tune.with_parameters`` (not copied into their configs or
+    result rows), each trial keeps only its latest checkpoint (:func:`state_path`; removed when the
+    selection completes), and Tune's per-trial loggers
+    (``result.json``, ``progress.csv``, TensorBoard) are off: raybrain's own parquet records are the
+    results. SIGINT or SIGTERM stops every phase after Tune saves its state and raises
+    :class:`Interrupted`; ``resume=True`` continues from there."""
     from ray import tune
 
+    from .. import execution as X
     from ..results import ResultsWriter
 
+    selection = selection or X.Selection()
     root = Path(cfg.storage).resolve() / cfg.name
+    specs = selection.apply(cfg.runs())
+    run_ids = [s.run_id for s in specs]
     root.mkdir(parents=True, exist_ok=True)
     text = cfg.model_dump_json()
-    (root / "experiment.json").write_text(text)
+    saved = root / "experiment.json"
+    if not (saved.is_file() and saved.read_text() == text):
+        saved.write_text(text)
     _write_truth(cfg, root)
+    _write_schema(cfg, root)
+    X.write_status(root, selection, "running", run_ids)
     _init_ray(num_cpus)
-    tune_dir = root / "tune"
-    # with the coalescing evaluator the GPU belongs to the evaluator actors; trials need CPU only
-    res = {"cpu": cfg.resources.cpu, "gpu": 0.0 if cfg.use_evaluator else cfg.resources.gpu}
-    if cfg.use_evaluator:
-        from ..evaluator import start_evaluators
+    tune_dir = X.tune_dir(root, selection)
+    # one decision, here, for the whole cluster (raybrain.evaluator.plan): backend, evaluator on/off
+    # and what each trial holds (no GPU with the evaluator: each GPU is its evaluator's), stamped
+    # into the config the trials receive; the evaluators start, pinned one per GPU, before any trial
+    import ray
 
-        start_evaluators()
+    from ..evaluator import plan as _plan, start_evaluators
+
+    decision = _plan(cfg, ray.cluster_resources())
+    text = decision.stamp(cfg)
+    res = decision.trial
+    if decision.evaluator:
+        start_evaluators(decision)
     # a trial lost with its node is retried from its checkpoint; a dead node can cost two retries at
     # once (the reused actor, then the restart), so allow a few
     failure = tune.FailureConfig(max_failures=5)
-    specs = cfg.runs()
-    fids = cfg.simulation.fidelities
     errors = 0
+    stop = _StopOnSignals()
+    saved_loggers = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
     def fit(trainable, name, **tuner_kw):
         path = tune_dir / name
-        wrapped = tune.with_resources(trainable, res)
+        wrapped = tune.with_resources(tune.with_parameters(trainable, experiment=text), res)
         if resume and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(str(path), wrapped, resume_errored=True)
         else:
             tuner = tune.Tuner(wrapped, run_config=tune.RunConfig(
                 name=name, storage_path=str(tune_dir), failure_config=failure, verbose=verbose), **tuner_kw)
-        return _fit_resuming(tuner, lambda: tune.Tuner.restore(str(path), wrapped, resume_errored=True))
+        return _fit_resuming(tuner, lambda: tune.Tuner.restore(str(path), wrapped, resume_errored=True),
+                             stopped=lambda: stop.signum is not None)
 
-    pop = [s.run_id for s in specs if s.mode == "population"]
-    if pop:
-        grid = fit(population_trainable, "population", param_space={
-            "experiment": text, "results": str(root), "run_id": tune.grid_search(pop)},
-            tune_config=tune.TuneConfig(reuse_actors=True))
-        errors += grid.num_errors
-    for s in (s for s in specs if s.mode == "trial"):
-        par = _objective(text, s.subject, len(fids) - 1).parametrisation
-        o = s.optimizer
-        space = _search_space(par)
-        num = cfg.budget.evaluations
-        if o.name == "grid":
-            settings = cfg.optimizer_settings(o, len(par.names))
-            k = np.broadcast_to(np.asarray(settings["points_per_dim"]), (len(par.names),))
-            space = {n: tune.grid_search([float(x) for x in (np.linspace(lo, hi, int(kj)) if kj > 1 else [(lo + hi) / 2])])
-                     for n, (lo, hi), kj in zip(par.names, par.bounds, k)}
-            num = 1
-        conc = max(1, int(o.population))  # trial mode: candidates in flight at once
-        searcher = tune_searcher(o.name, par, s.seed, o.settings, conc)
-        grid = fit(trial_trainable, f"trial-{_safe(s.run_id)}",
-                   param_space={"experiment": text, "results": str(root), "run_id": s.run_id, **space},
-                   tune_config=tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher, num_samples=num,
-                                               scheduler=tune_scheduler(o.scheduler, fids), reuse_actors=True,
-                                               time_budget_s=cfg.budget.wall_s))
-        errors += grid.num_errors
-    if cfg.validation.top > 0 and specs:
-        # never restored: training may have changed since (a resumed run), and it is deterministic
-        shutil.rmtree(tune_dir / "holdout", ignore_errors=True)
-        grid = fit(holdout_trainable, "holdout", param_space={
-            "experiment": text, "results": str(root), "run_id": tune.grid_search([s.run_id for s in specs])},
-            tune_config=tune.TuneConfig(reuse_actors=True))
-        errors += grid.num_errors
-    if cfg.use_evaluator:
-        from ..evaluator import shutdown_evaluators
+    try:
+        with stop:
+            pop = [s.run_id for s in specs if s.mode == "population"]
+            if pop and stop.signum is None:
+                grid = fit(population_trainable, "population", param_space={
+                    "results": str(root), "run_id": tune.grid_search(pop)},
+                    tune_config=tune.TuneConfig(reuse_actors=True))
+                errors += grid.num_errors
+            trial = [s for s in specs if s.mode == "trial"]
+            if trial and stop.signum is None:
+                searcher, scheduler, conc = _trial_runs(cfg, text, trial)
+                grid = fit(trial_trainable, "trial", param_space={"results": str(root)},
+                           tune_config=tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher,
+                                                       num_samples=-1, scheduler=scheduler, reuse_actors=True,
+                                                       max_concurrent_trials=conc))
+                errors += grid.num_errors
+            if cfg.validation.top > 0 and specs and stop.signum is None:
+                # never restored: training may have changed since (a resumed run), and it is deterministic
+                shutil.rmtree(tune_dir / "holdout", ignore_errors=True)
+                grid = fit(holdout_trainable, "holdout", param_space={
+                    "results": str(root), "run_id": tune.grid_search(run_ids)},
+                    tune_config=tune.TuneConfig(reuse_actors=True))
+                errors += grid.num_errors
+                if not grid.num_errors and stop.signum is None:  # never restored: no need to keep it
+                    shutil.rmtree(tune_dir / "holdout", ignore_errors=True)
+    finally:
+        if saved_loggers is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved_loggers
+        if decision.evaluator:
+            from ..evaluator import shutdown_evaluators
 
-        shutdown_evaluators()
+            shutdown_evaluators()
+    n = X.count_evaluations(root, run_ids)
+    if stop.signum is not None:
+        X.write_status(root, selection, "interrupted", run_ids, evaluations=n)
+        raise Interrupted(stop.signum, root)
+    if not errors:  # finished: the runs' checkpoints will never be resumed from
+        for r in run_ids:
+            shutil.rmtree(state_path(root, r).parent, ignore_errors=True)
+    X.write_status(root, selection, "failed" if errors else "complete", run_ids, evaluations=n,
+                   failed_trials=errors)
     ResultsWriter(root, cfg.name)  # the layout is the writer's
     return root, errors
+
+
+def _trial_runs(cfg, text: str, specs):
+    """The searcher, scheduler and trials in flight of the trial-mode runs ``specs``: one seeded,
+    numbered searcher per run (``population`` trials of it in flight), one scheduler per run."""
+    from functools import partial
+
+    from ray import tune
+
+    from ._tune_searchers import GridPoints, PerRun, PerRunScheduler
+
+    fids = cfg.simulation.fidelities
+    runs, budgets, makers, conc = {}, {}, {}, 0
+    for s in specs:
+        par = _objective(text, s.subject, len(fids) - 1).parametrisation
+        o = s.optimizer
+        c = max(1, int(o.population))  # trial mode: candidates in flight at once
+        searcher = tune_searcher(o.name, par, s.seed, cfg.optimizer_settings(o, len(par.names)), c)
+        searcher.set_search_properties(METRIC, "min", _search_space(par))
+        num = cfg.budget.evaluations
+        if isinstance(_base(searcher), GridPoints):
+            num = len(_base(searcher).points)
+        runs[s.run_id], budgets[s.run_id] = searcher, num
+        makers[s.run_id] = partial(tune_scheduler, o.scheduler, fids)
+        conc += c
+    # trials pending at once: enough to fill the cluster twice over, not one per run of a cohort
+    import ray
+
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) / max(cfg.resources.cpu, 1e-9)))
+    searcher, scheduler = PerRun(runs, budgets, wall_s=cfg.budget.wall_s), PerRunScheduler(makers)
+    searcher.scheduler = scheduler  # Tune saves no scheduler: the searcher saves it with its own state
+    return searcher, scheduler, max(1, min(conc, 2 * slots))
+
+
+def _base(searcher):
+    from ._tune_searchers import _chain
+
+    return _chain(searcher)[-1]
 
 
 def _write_truth(cfg, root: Path) -> None:
@@ -490,6 +681,38 @@ def _write_truth(cfg, root: Path) -> None:
     par = cfg.build_parametrisation(next(iter(truths)))
     bounds = {n: [float(lo), float(hi)] for n, (lo, hi) in zip(par.names, par.bounds)}
     (root / "truth.json").write_text(json.dumps({"params": truths, "bounds": bounds}, indent=1))
+
+
+def results_schema(cfg):
+    """The :class:`raybrain.results.Schema` of every results file of ``cfg``: the parametrisation's
+    names (a regional one's over every fitted and held-out target, whose region counts may
+    differ), the loss's components (a composite's prefixed by part, with each part's total, as
+    :class:`raybrain.spectral.CompositeLoss` returns them) and, for a spectral fit, the spectral
+    features of the simulated signal (:data:`raybrain.spectral.FEATURE_COLUMNS`)."""
+    from ..objective import build_loss
+    from ..results import Schema
+    from ..spectral import FEATURE_COLUMNS, CompositeLoss
+
+    if cfg.parametrisation.kind == "regional":
+        targets = dict.fromkeys(t for s in cfg.targets() for t in
+                                [s, *cfg.holdout_targets("validation", s), *cfg.holdout_targets("test", s)])
+        params = [n for t in targets for n in cfg.build_parametrisation(t).names]
+    else:  # names that do not depend on the subject
+        params = list(cfg.parametrisation.build(cfg.build_model()).names)
+    loss = build_loss(cfg.loss)
+    if isinstance(loss, CompositeLoss):
+        comps = [c for k, (lo, _) in loss.parts.items() for c in (f"{k}.total", *(f"{k}.{x}" for x in lo.components))]
+    else:
+        comps = list(loss.components)
+    return Schema(params, comps, list(FEATURE_COLUMNS) if cfg.spectral else [])
+
+
+def _write_schema(cfg, root: Path) -> None:
+    """``schema.json``: the columns every results file of the experiment has (every writer of
+    ``root`` reads it), so that any parquet reader sees one schema."""
+    from ..results import ResultsWriter
+
+    ResultsWriter(root, cfg.name, schema=results_schema(cfg))
 
 
 def _safe(text: str) -> str:
