@@ -102,9 +102,9 @@ def test_license_ships_in_the_wheel(tmp_path):
 
 
 def test_ray_requirement_is_the_tested_range():
-    """``ray[tune]`` is a range, not one release: it holds both tested ends (2.52.1, the first release
-    whose local Ray can run with token authentication, and 2.60.0), the installed Ray and the Ray
-    the cluster recipes run; 2.51 (no token authentication) is outside."""
+    """``ray[tune]`` is a range, not one release: it holds both tested ends (2.59.0, the first release
+    whose local Ray has token authentication on by default, and 2.60.0), the installed Ray and the
+    Ray the cluster recipes run; 2.58 (a local Ray without token authentication) is outside."""
     import ray
     from packaging.requirements import Requirement
 
@@ -114,6 +114,6 @@ def test_ray_requirement_is_the_tested_range():
     req = next(r for r in map(Requirement, deps) if r.name == "ray")
     assert "tune" in req.extras
     assert not any(s.operator in ("==", "===") for s in req.specifier)
-    for v in ("2.52.1", "2.60.0", RECIPES_RAY, ray.__version__):
+    for v in ("2.59.0", "2.60.0", RECIPES_RAY, ray.__version__):
         assert v in req.specifier, v
-    assert "2.51.0" not in req.specifier and "3.0.0" not in req.specifier
+    assert "2.58.1" not in req.specifier and "3.0.0" not in req.specifier

@@ -364,8 +364,7 @@ def tune_scheduler(name: str, fids):
 def _init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster at ``$RAY_ADDRESS``, or start a private local Ray: listening on the loopback
     address only (``127.0.0.1``; set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` to opt out), token
-    authentication on (``RAY_AUTH_MODE=token`` unless set otherwise: Ray >= 2.59 turns it on by
-    itself for a local cluster, 2.52–2.58 need it asked for; Ray generates the token), no
+    authentication on (Ray >= 2.59's default for a local cluster; it generates the token), no
     dashboard."""
     address = os.environ.get("RAY_ADDRESS")
     if not address:
@@ -373,14 +372,13 @@ def _init_ray(num_cpus: int | None = None) -> None:
         # and Windows) makes it advertise and bind 127.0.0.1 instead of the host's network address;
         # read when ray is imported, so set here (workers inherit it) and on the loaded module
         os.environ.setdefault(_LOOPBACK_ENV, "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables on the terminal
         kw = {}
-        if not address:
+        if not address:  # Ray >= 2.59 turns token authentication on for the local cluster it starts
             from ray._private import ray_constants
 
             ray_constants.ENABLE_RAY_CLUSTER = os.environ[_LOOPBACK_ENV] not in ("0", "false", "False")
