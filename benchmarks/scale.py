@@ -12,8 +12,8 @@ prints one JSON line:
   experiment (Tune's experiment and searcher state), divided by N;
   ``peak_state_bytes_per_run``, ``peak_state_files_per_run`` — the most that ``RESULTS/tune`` and
   the runs' checkpoints (``RESULTS/checkpoints``, removed when the experiment completes) held
-  together while it ran (sampled every 2 s); raybrain's own parquet records are counted apart
-  (``records_bytes_per_run``, ``records_files_per_run``);
+  together while it ran (sampled every 2 s, and at the end); raybrain's own parquet records are
+  counted apart (``records_bytes_per_run``, ``records_files_per_run``);
 * ``driver_peak_rss_mb`` — the driver process's peak resident memory (``VmHWM``; Ray's own
   processes are not the driver);
 * ``wall_s`` — ``run_experiment`` end to end (Ray start-up included), ``runs_per_s``;
@@ -101,8 +101,9 @@ def child(n: int, cpus: int, optimizer: str) -> dict:
         wall = time.perf_counter() - t0
         done.set()
         watcher.join()
+        tb, tf = tree(Path(root) / "tune")  # what is kept; the peak is at least that
+        peak["bytes"], peak["files"] = max(peak["bytes"], tb), max(peak["files"], tf)
         rss = peak_rss_mb()
-        tb, tf = tree(Path(root) / "tune")
         rb, rf = tree(Path(root) / "evaluations")
         sb, sf = tree(Path(root) / "runs")
         ev = R.load(root).evaluations
