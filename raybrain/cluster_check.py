@@ -506,6 +506,10 @@ class _Context:
         if not re.search(r"\bRAY_AUTH_TOKEN(?:_PATH)?=|get-auth-token --generate", code):
             self.problem(path, "makes no token: set RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) for the job, or run "
                                "`ray get-auth-token --generate` on a shared home")
+        self.check_shared_storage(path, code)
+
+    def check_shared_storage(self, path: Path, code: str) -> None:
+        """A SLURM script sets the results directory, on a file system every node sees."""
         storage_lines = [line for line in code.splitlines() if re.search(r"storage", line, re.I)]
         if not storage_lines:
             self.problem(path, "sets no results directory (the config's storage:)")
@@ -525,14 +529,7 @@ class _Context:
             self.problem(path, "runs neither `raybrain run` nor `raybrain resume`")
         if not re.search(r"^\s*unset\s+RAY_ADDRESS\b", code, re.M):
             self.problem(path, "does not `unset RAY_ADDRESS`: a task could join another job's Ray cluster")
-        storage_lines = [line for line in code.splitlines() if re.search(r"storage", line, re.I)]
-        if not storage_lines:
-            self.problem(path, "sets no results directory (the config's storage:)")
-        for line in storage_lines:
-            if re.search(r"\b(?:s3|gs)://", line):
-                self.problem(path, _URL_STORAGE)
-            if any(local in line for local in _NODE_LOCAL):
-                self.problem(path, f"results directory on node-local disk ({line.strip()}): use the shared file system")
+        self.check_shared_storage(path, code)
 
     # -------------------------------------------------------------------------------- markdown
     def check_markdown(self, path: Path) -> None:

@@ -308,3 +308,20 @@ def test_url_storage_is_a_problem(copy):
 def test_kuberay_auth_options_mode_defaults_to_token(copy):
     edit_yaml(copy / "kuberay-raycluster.yaml", lambda d: d["spec"].update(authOptions={}))
     assert check_cluster_files(copy) == []
+
+
+# ------------------------------------------------------------------------------------ SLURM array
+def test_slurm_array_without_its_shard(copy):
+    edit(copy / "slurm-array.sh", 'shard="$SLURM_ARRAY_TASK_ID/$shards"', 'shard="1/$shards"')
+    one_of(problems_of(copy, "slurm-array.sh"), "--shard", "SLURM_ARRAY_TASK_ID")
+
+
+def test_slurm_array_joining_an_inherited_ray(copy):
+    edit(copy / "slurm-array.sh", "unset RAY_ADDRESS   # a private Ray per task, never another job's cluster\n", "")
+    one_of(problems_of(copy, "slurm-array.sh"), "unset RAY_ADDRESS")
+
+
+def test_slurm_array_results_on_node_local_disk(copy):
+    edit(copy / "slurm-array.sh", "storage=${RAYBRAIN_STORAGE:-$submit_dir/results}",
+         "storage=${RAYBRAIN_STORAGE:-/tmp/results}")
+    one_of(problems_of(copy, "slurm-array.sh"), "node-local")
