@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -398,11 +399,8 @@ def _run(cfg, args, resume: bool, source: str) -> int:
                 root, errors = run_experiment(cfg, resume=resume, num_cpus=args.num_cpus, selection=selection)
     except Interrupted as e:
         n = X.count_evaluations(root, [s.run_id for s in specs])
-        name = {2: "SIGINT", 15: "SIGTERM"}.get(e.signum, f"signal {e.signum}")
-        opts = "".join(f" --{k} {v}" for k, v in (("shard", getattr(args, "shard", None)),
-                                                   ("runs", getattr(args, "runs", None))) if v)
-        print(f"raybrain: stopped by {name} with {n} evaluations recorded; 'raybrain resume {root}{opts}' "
-              "continues", file=sys.stderr)
+        print(f"raybrain: stopped by {signal.Signals(e.signum).name} with {n} evaluations recorded; "
+              f"'raybrain resume {root}{selection.cli_args()}' continues", file=sys.stderr)
         return e.exit_code
     res = R.load(root)
     if not selection.is_all:

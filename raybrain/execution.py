@@ -84,6 +84,15 @@ class Selection:
             bits.append(f"runs {self.pattern!r}")
         return ", ".join(bits) or "all runs"
 
+    def cli_args(self) -> str:
+        """The command-line options that name this selection (leading space; empty for all runs)."""
+        bits = []
+        if self.shard:
+            bits.append(f" --shard {self.shard[0]}/{self.shard[1]}")
+        if self.pattern:
+            bits.append(f" --runs '{self.pattern}'")
+        return "".join(bits)
+
     def as_dict(self) -> dict:
         return {"shard": list(self.shard) if self.shard else None, "pattern": self.pattern, "key": self.key}
 
@@ -164,19 +173,10 @@ def check_fresh(root: Path, selection: Selection, run_ids: Sequence[str], source
     found = held_records(root, selection, run_ids)
     if found:
         what = "" if selection.is_all else f" ({selection.describe()})"
-        opts = "" if selection.is_all else f" {_selection_args(selection)}"
+        opts = selection.cli_args()
         raise ValueError(f"{root} already holds records of this experiment{what}: {', '.join(found)}; "
                          f"'raybrain resume {root}{opts}' continues them, or 'raybrain run {source}{opts} "
                          f"--overwrite' moves them aside and starts again")
-
-
-def _selection_args(selection: Selection) -> str:
-    bits = []
-    if selection.shard:
-        bits.append(f"--shard {selection.shard[0]}/{selection.shard[1]}")
-    if selection.pattern:
-        bits.append(f"--runs '{selection.pattern}'")
-    return " ".join(bits)
 
 
 def move_aside(root: Path) -> Optional[Path]:

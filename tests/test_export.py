@@ -2,7 +2,6 @@
 DuckDB see every column of every file), the schema an experiment declares, compacting older
 results to one schema, and the ``raybrain export`` / ``raybrain compact`` commands."""
 import copy
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,18 +13,11 @@ import pytest
 from raybrain import results as R
 from raybrain.cli import main
 
+from test_results import record  # a record as Objective.evaluate builds it
+
 META = dict(mode="population", subject="hcp/101309", optimizer="cmaes", seed=3, fidelity=0, duration=300.0, dt=1e-3,
             params=["G", "sigma"])
 RUN = "hcp-101309__cmaes__seed3"
-
-
-def record(G, loss, **kw):
-    """A record as Objective.evaluate builds it (no spectral fields)."""
-    rec = {"G": G, "sigma": G / 100, "loss": loss, "fc_corr": 1 - loss, "fcd_ks": loss / 2, "valid": True,
-           "diverged": False, "rate_mean": 3.0, "rate_min": 1.0, "rate_max": 5.0, "plausible": True,
-           "ei_ratio": 1.1, "repeats": 1, "sim_seconds": 300.0, "wall_s": 0.5}
-    rec.update(kw)
-    return rec
 
 
 def write_train_and_validation(root, schema=None):

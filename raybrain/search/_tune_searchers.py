@@ -16,6 +16,10 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
+import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -139,13 +143,9 @@ class PerRun(Searcher):
     def _exhausted(self, run: str) -> bool:
         if run in self.finished or self.asked[run] >= self.budgets[run]:
             return True
-        import time
-
         return self.wall_s is not None and run in self.started and time.time() - self.started[run] > self.wall_s
 
     def suggest(self, trial_id: str):
-        import time
-
         order = list(self.runs)
         for k in range(len(order)):
             run = order[(self.turn + k) % len(order)]
@@ -175,10 +175,6 @@ class PerRun(Searcher):
             self.runs[run].on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:
-        import os
-        import pickle
-        import tempfile
-
         saved = {}
         with tempfile.TemporaryDirectory() as d:
             for run, s in self.runs.items():
@@ -193,10 +189,6 @@ class PerRun(Searcher):
             pickle.dump({"runs": saved, "own": own, "scheduler": sched}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        import os
-        import pickle
-        import tempfile
-
         with open(checkpoint_path, "rb") as f:
             data = pickle.load(f)
         with tempfile.TemporaryDirectory() as d:
@@ -214,7 +206,30 @@ class PerRun(Searcher):
             self.scheduler.set_state(data["scheduler"])
 
 
-class SeededRandom(Searcher):
+class _Pickled(Searcher):
+    """A searcher saved and restored whole (its attributes pickled)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class _GivenSpace(_Pickled):
+    """A searcher built with its own space: Tune's is not needed."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        self._metric, self._mode = metric or self._metric, mode or self._mode
+        return True
+
+    def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+        pass  # it does not learn from results
+
+
+class SeededRandom(_GivenSpace):
     """Uniform random search over ``space`` (``{name: (low, high)}``) from ``seed``."""
 
     def __init__(self, space: Dict[str, tuple], seed: int = 0, metric=None, mode=None):
@@ -222,30 +237,11 @@ class SeededRandom(Searcher):
         self.space = {k: (float(lo), float(hi)) for k, (lo, hi) in space.items()}
         self.rng = np.random.default_rng(int(seed))
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        self._metric, self._mode = metric or self._metric, mode or self._mode
-        return True  # the space was given when it was built; Tune's is not needed
-
     def suggest(self, trial_id: str):
         return {k: float(self.rng.uniform(lo, hi)) for k, (lo, hi) in self.space.items()}
 
-    def on_trial_complete(self, trial_id, result=None, error=False) -> None:
-        pass
 
-    def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.rng.bit_generator.state, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.rng.bit_generator.state = pickle.load(f)
-
-
-class GridPoints(Searcher):
+class GridPoints(_GivenSpace):
     """Every point of a grid (``{name: [values]}``, last name fastest), in order, then FINISHED."""
 
     def __init__(self, axes: Dict[str, list], metric=None, mode=None):
@@ -256,30 +252,11 @@ class GridPoints(Searcher):
         self.points = [dict(zip(names, map(float, p))) for p in itertools.product(*(axes[n] for n in names))]
         self.next = 0
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        self._metric, self._mode = metric or self._metric, mode or self._mode
-        return True  # the space was given when it was built; Tune's is not needed
-
     def suggest(self, trial_id: str):
         if self.next >= len(self.points):
             return Searcher.FINISHED
         self.next += 1
         return dict(self.points[self.next - 1])
-
-    def on_trial_complete(self, trial_id, result=None, error=False) -> None:
-        pass
-
-    def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.next, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.next = int(pickle.load(f))
 
 
 class PerRunScheduler(FIFOScheduler):
@@ -353,7 +330,7 @@ class GPBayesOpt(BayesOptSearch):
         self.optimizer.set_gp_params(**self._gp_params)
 
 
-class AskTell(Searcher):
+class AskTell(_Pickled):
     """An ask/tell family as a Tune searcher: it asks ``family`` (a
     :class:`raybrain.search.Optimizer` subclass, built with ``seed``, ``settings`` and
     ``family.trial_population(P, max_concurrent)`` candidates per generation over the box of the
@@ -421,14 +398,3 @@ class AskTell(Searcher):
             y = self.worst if math.isfinite(self.worst) else 1e12
         self.optimizer.tell(row[None], [y])
 
-    def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

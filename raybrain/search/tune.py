@@ -31,13 +31,11 @@ import pickle
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,12 +53,6 @@ def _config(text: str):
 @lru_cache(maxsize=32)
 def _objective(text: str, subject: str, fidelity: int):
     return _config(text).build_objective(subject, fidelity)
-
-
-def _text(config: dict, experiment: str | None) -> str:
-    """The experiment config (JSON) of a trial: bound by ``tune.with_parameters``, or (experiments
-    started by earlier versions) in the trial's config."""
-    return experiment if experiment is not None else config["experiment"]
 
 
 def _spec(cfg, run_id: str):
@@ -115,23 +107,12 @@ def _restore(path: Path) -> dict | None:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return _restore_tune()
+        return None
     return pickle.loads(zlib.decompress(data))
 
 
-def _restore_tune() -> dict | None:
-    """A checkpoint Tune kept (experiments started by raybrain 0.1 and resumed by this version)."""
-    from ray import tune
-
-    ckpt = tune.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
-        return pickle.load(f)
-
-
 # -- population mode --------------------------------------------------------------------------
-def population_trainable(config: dict, experiment: str | None = None) -> None:
+def population_trainable(config: dict, experiment: str) -> None:
     """One (subject, optimizer, seed) run: ask a generation, evaluate it batched, tell, record.
 
     ``experiment``: the config as JSON (bound with ``tune.with_parameters``, so it is not copied
@@ -142,7 +123,7 @@ def population_trainable(config: dict, experiment: str | None = None) -> None:
 
     from .halving import successive_halving, told_losses
 
-    text = _text(config, experiment)
+    text = experiment
     cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
@@ -213,7 +194,7 @@ class _Rung:
 
 
 # -- trial mode -------------------------------------------------------------------------------
-def trial_trainable(config: dict, experiment: str | None = None) -> None:
+def trial_trainable(config: dict, experiment: str) -> None:
     """One candidate: simulate up to each fidelity's duration, report the loss, checkpoint.
 
     A rung with the same dt as the one below continues the simulation; a finer dt starts afresh."""
@@ -223,7 +204,7 @@ def trial_trainable(config: dict, experiment: str | None = None) -> None:
     from ..results import ResultsWriter
     from ._tune_searchers import INDEX
 
-    text = _text(config, experiment)
+    text = experiment
     cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
@@ -266,13 +247,13 @@ def trial_trainable(config: dict, experiment: str | None = None) -> None:
 
 
 # -- holdout: validation and test -------------------------------------------------------------
-def holdout_trainable(config: dict, experiment: str | None = None) -> None:
+def holdout_trainable(config: dict, experiment: str) -> None:
     """A finished run's held-out phases: its best distinct training candidates re-simulated with
     fresh noise on each validation target; the winner (lowest mean validation loss) on each test
     target. Deterministic (seeds from the run seed), so a retried trial rewrites the same files."""
     from ..results import ResultsWriter, load_run, param_columns
 
-    text = _text(config, experiment)
+    text = experiment
     cfg = _config(text)
     spec = _spec(cfg, config["run_id"])
     df = load_run(config["results"], spec.run_id)
@@ -336,6 +317,7 @@ def tune_searcher(name: str, par, seed: int, settings: dict, max_concurrent: int
     names, bounds = (None, None) if par is None else (list(par.names), np.asarray(par.bounds, dtype=np.float64))
     alg = fam.trial_searcher(names, bounds, int(seed), fam.check_settings(settings, "trial"), max_concurrent)
     return ConcurrencyLimiter(Numbered(alg), max_concurrent=max_concurrent)
+
 
 def tune_scheduler(name: str, fids):
     """Tune's scheduler ``name`` over simulated seconds, with the fidelities' durations as rungs.
@@ -635,9 +617,7 @@ def _trial_runs(cfg, text: str, specs):
     numbered searcher per run (``population`` trials of it in flight), one scheduler per run."""
     from functools import partial
 
-    from ray import tune
-
-    from ._tune_searchers import GridPoints, PerRun, PerRunScheduler
+    from ._tune_searchers import PerRun, PerRunScheduler
 
     fids = cfg.simulation.fidelities
     runs, budgets, makers, conc = {}, {}, {}, 0
@@ -647,10 +627,8 @@ def _trial_runs(cfg, text: str, specs):
         c = max(1, int(o.population))  # trial mode: candidates in flight at once
         searcher = tune_searcher(o.name, par, s.seed, cfg.optimizer_settings(o, len(par.names)), c)
         searcher.set_search_properties(METRIC, "min", _search_space(par))
-        num = cfg.budget.evaluations
-        if isinstance(_base(searcher), GridPoints):
-            num = len(_base(searcher).points)
-        runs[s.run_id], budgets[s.run_id] = searcher, num
+        # a grid smaller than the budget ends its run itself (its searcher says FINISHED)
+        runs[s.run_id], budgets[s.run_id] = searcher, cfg.budget.evaluations
         makers[s.run_id] = partial(tune_scheduler, o.scheduler, fids)
         conc += c
     # trials pending at once: enough to fill the cluster twice over, not one per run of a cohort
@@ -660,12 +638,6 @@ def _trial_runs(cfg, text: str, specs):
     searcher, scheduler = PerRun(runs, budgets, wall_s=cfg.budget.wall_s), PerRunScheduler(makers)
     searcher.scheduler = scheduler  # Tune saves no scheduler: the searcher saves it with its own state
     return searcher, scheduler, max(1, min(conc, 2 * slots))
-
-
-def _base(searcher):
-    from ._tune_searchers import _chain
-
-    return _chain(searcher)[-1]
 
 
 def _write_truth(cfg, root: Path) -> None:
@@ -711,9 +683,3 @@ def _write_schema(cfg, root: Path) -> None:
     from ..results import ResultsWriter
 
     ResultsWriter(root, cfg.name, schema=results_schema(cfg))
-
-
-def _safe(text: str) -> str:
-    from ..results import sanitise
-
-    return sanitise(text)
