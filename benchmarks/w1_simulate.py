@@ -4,7 +4,7 @@ Runs raybrain's fused CPU path for each batch size, then every peer simulator th
 (see ``benchmarks/peers.py``; a missing peer is skipped), and prints one JSON line per run:
 ``{"tool", "B", "N", "dt_ms", "sim_s", "bold", "wall_s", "region_steps_per_s", "peak_rss_mb", ...}``
 followed by ratio lines ``{"ratio": "raybrain/<peer>", ...}`` at the best B of each.
-region-steps/s = B · N · steps / wall (compilation excluded; a short warm-up run compiles first).
+region-steps/s = B · N · steps / wall (compilation excluded: ``Simulation.prepare`` compiles or loads the kernel first).
 
     python benchmarks/w1_simulate.py                # B = 1, 16, 64, 256, 60 s
     python benchmarks/w1_simulate.py --batch 64 --sim-s 10 --no-peers
@@ -39,11 +39,11 @@ def run_raybrain(sc, B: int, sim_s: float, dt_ms: float, bold: bool, dtype: str)
     from raybrain.objective import scale_sc
 
     sc = scale_sc(sc, 0.2)
-    st = SimulationSettings(duration=sim_s, dt=dt_ms * 1e-3, dtype=dtype,
+    st = SimulationSettings(duration=sim_s, burn_in=0.0, dt=dt_ms * 1e-3, dtype=dtype,
                             hemodynamics="balloon" if bold else "none")
     params = {"G": np.linspace(0.5, 2.0, B)}
-    Simulation("rww", sc, params, st.replace(duration=0.72)).run()  # compile the same kernel variant
     sim = Simulation("rww", sc, params, st)
+    sim.prepare()  # compile (or load) the kernel variant run() uses
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0

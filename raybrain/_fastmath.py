@@ -109,6 +109,37 @@ def phi64(z):
     return z / (-np.expm1(-z))
 
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``), in float32 or float64, whatever the fast-maths flags."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ft = context.get_value_type(sig.return_type)
+        suffix = "f32" if a == types.float32 else "f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft, ft, ft]), f"llvm.fma.{suffix}")
+        return builder.call(fn, list(args))
+
+    return a(a, b, c), codegen
+
+
+@njit(error_model="numpy", inline="always")
+def column_matvec(CT, x, out):
+    """``out = CT.T @ x`` for ``CT`` ``(K, M)`` (a matrix stored transposed), ``x`` ``(K,)``, ``out`` ``(M,)``:
+    ``out_i = fma(CT[K-1, i], x_{K-1}, ... fma(CT[0, i], x_0, 0))``, the sum over ``j`` in increasing
+    order with fused multiply–adds — per element exactly what :func:`lane_matmul` computes per lane,
+    so a tile of one lane agrees bit for bit with wider tiles. The loop over ``i`` vectorises."""
+    M = out.shape[0]
+    for i in range(M):
+        out[i] = 0
+    for j in range(CT.shape[0]):
+        xj = x[j]
+        row = CT[j]
+        for i in range(M):
+            out[i] = fma(row[i], xj, out[i])
+
+
 _LANE_MATMULS = {}
 
 

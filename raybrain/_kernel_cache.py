@@ -93,12 +93,12 @@ def _global_name(value, home) -> str:
 
 
 def _literal(value) -> str:
-    """``value`` (bool, int, float or tuples of them) as source that evaluates back to it exactly."""
+    """``value`` (bool, int, float, str or tuples of them) as source that evaluates back to it exactly."""
     if isinstance(value, tuple):
         return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int, float, str)):
         return repr(value)  # repr of a float round-trips exactly
     raise TypeError(f"cannot write {type(value).__name__} {value!r} as a literal")
 

@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="best loss per optimizer per subject",
                         description="Best loss per optimizer per subject (mean ± sd over seeds), and the "
-                        "simulations and wall time to reach within 5 % of the best loss found on that subject.")
+                        "simulations and wall time to reach within 5 % of the best loss found on that subject; "
+                        "then the families ranked by validated loss (fresh noise) with confidence intervals and "
+                        "ties, whether training and validation order agree, fits on a bound and parameters the "
+                        "data do not identify.")
     an.add_argument("path", help="the experiment's results directory")
     an.add_argument("--csv", help="also write the table as CSV here")
 
@@ -406,8 +409,9 @@ def _run(cfg, args, resume: bool, source: str) -> int:
     if not selection.is_all:
         mine = {s.run_id for s in specs}
         res.evaluations = res.evaluations[res.evaluations["run_id"].isin(mine)]
-    print(R.format_table(R.analyze(res.evaluations, truth=res.truth), width=80))
+    print(R.format_table(R.analyze(res.evaluations, truth=res.truth, bounds=res.bounds), width=80))
     print(f"results: {root} ({len(res.evaluations)} evaluations); raybrain analyze {root}")
+    print(_noise_text(res))
     if errors:
         print(f"raybrain: {errors} trial(s) failed; see {root / 'tune'}; 'raybrain resume {root}' retries them",
               file=sys.stderr)
@@ -460,13 +464,50 @@ def _cmd_analyze(args) -> int:
     if args.csv:
         _check_writable_file(args.csv, what="--csv")
     res = R.load(args.path)  # a damaged file raises a ValueError naming it
-    table = R.analyze(res.evaluations, truth=res.truth)
+    table = R.analyze(res.evaluations, truth=res.truth, bounds=res.bounds)
     if args.csv:
         csv = Path(args.csv)
         _write_files_atomically(csv.parent, {csv.name: lambda p: table.to_csv(p, index=False)},
                                 what=f"--csv {args.csv}")
     print(R.format_table(table, width=80))
+    print(_noise_text(res))
     return 0
+
+
+def _noise_text(res) -> str:
+    """The noise-aware part of ``raybrain analyze``: the families ranked by validated loss with
+    confidence intervals and ties, whether training and validation order agree, and the boundary
+    and identifiability flags (:mod:`raybrain.report.noise`)."""
+    import textwrap
+
+    import pandas as pd
+
+    from . import results as R
+    from .report import noise as NZ
+
+    rank = NZ.ranking(res)
+    out = []
+    if rank.empty:
+        why = ("No validation phase (validation.top: 0)" if NZ.validated_runs(res).empty else
+               "No subject×seed block has a validated loss for every family")
+        out += ["", textwrap.fill(f"{why}: no ranking by validated loss; training losses are the best of many noisy "
+                                  "evaluations and their differences may be noise.", 80)]
+    else:
+        t = pd.DataFrame({"optimizer": rank["optimizer"], "rank": rank["rank"], "blocks": rank["n_blocks"],
+                          "val mean": rank["val_mean"],
+                          "95% CI": [f"[{a:.4g}, {b:.4g}]" for a, b in zip(rank["ci_low"], rank["ci_high"])],
+                          "tied with": rank["tied_with"], "train rank": rank["train_rank"],
+                          "sim s/run": [f"{x:,.0f}" if x == x else "?" for x in rank["sim_s"]]})
+        out += ["", "Families by validated loss (fresh noise; mean over subject×seed blocks):",
+                R.format_table(t, width=80)]
+        for sentence in (rank.attrs["ties"], rank.attrs["order"]):
+            if sentence:
+                out.append(textwrap.fill(sentence, 80))
+    flags = NZ.flag_lines(res)
+    if flags:
+        out.append("")
+        out += [textwrap.fill(x, 80, subsequent_indent="  ") for x in flags]
+    return "\n".join(out)
 
 
 def _cmd_report(args) -> int:

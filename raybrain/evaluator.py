@@ -299,9 +299,10 @@ class _Rows:
             extra.append(int(differs[0]))  # exists: the group is not uniform in q
         return np.asarray(extra, dtype=np.int64)
 
-    def run(self, rows: np.ndarray) -> tuple[SimResult, int]:
+    def run(self, rows: np.ndarray) -> tuple[SimResult, int, float]:
         """Simulate batch elements ``rows`` (+ completion rows appended, their number returned) as
-        one Simulation; the result's first ``len(rows)`` rows are those of ``rows``."""
+        one Simulation; the result's first ``len(rows)`` rows are those of ``rows``. Also returns
+        the seconds spent getting the compiled kernel (:meth:`Simulation.prepare`)."""
         extra = self.completion(rows)
         rows = np.concatenate([rows, extra])
         subj = self.subject_index[rows]
@@ -310,7 +311,8 @@ class _Rows:
         sim = Simulation(self.model, self.sc[used], settings=self.settings, batch=len(rows),
                          subject_index=local.reshape(-1), keys=self.keys[rows], lanes=self.lanes,
                          prepared={k: v[rows] for k, v in self.params.items()})
-        return sim.run(), len(extra)
+        compile_s = sim.prepare()
+        return sim.run(), len(extra), compile_s
 
 
 def _take(a, sl):
@@ -344,12 +346,12 @@ def evaluate_many(requests: Sequence[EvalRequest], *, memory_budget: int | None 
         if rows.PAR is not None:  # room for completion rows
             size = max(1, size - sum(1 for u in rows.variant[2] if not u))
         pieces: list[list] = [[] for _ in members]
-        walls = np.zeros(len(members))
+        walls, compiles = np.zeros(len(members)), np.zeros(len(members))
         for a in range(0, rows.size, size):
             b = min(a + size, rows.size)
             t0 = time.perf_counter()
-            res, padding = rows.run(np.arange(a, b))
-            dt = time.perf_counter() - t0
+            res, padding, compile_s = rows.run(np.arange(a, b))
+            dt = time.perf_counter() - t0 - compile_s
             if launches is not None:
                 n_req = int(np.sum((rows.offsets[:-1] < b) & (rows.offsets[1:] > a)))
                 launches.append({"rows": b - a, "requests": n_req, "padding": padding, "wall_s": dt})
@@ -360,13 +362,14 @@ def evaluate_many(requests: Sequence[EvalRequest], *, memory_budget: int | None 
                 sl = slice(lo - a, hi - a)
                 pieces[j].append((res, sl))
                 walls[j] += dt * (hi - lo) / (b - a)
+                compiles[j] += compile_s * (hi - lo) / (b - a)
                 if hi == rows.offsets[j + 1]:  # the request is complete: score it, drop its rows
-                    out[members[j]] = _score(prepared[members[j]], pieces[j], walls[j])
+                    out[members[j]] = _score(prepared[members[j]], pieces[j], walls[j], compiles[j])
                     pieces[j] = []
     return out  # type: ignore[return-value]
 
 
-def _score(p: _Prepared, pieces: list, wall: float) -> list[dict[str, Any]]:
+def _score(p: _Prepared, pieces: list, wall: float, compile_s: float = 0.0) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     xp = p.xp
     first = pieces[0][0]
@@ -378,6 +381,7 @@ def _score(p: _Prepared, pieces: list, wall: float) -> list[dict[str, Any]]:
     per = (wall + time.perf_counter() - t0) / max(len(records), 1)
     for r in records:
         r["wall_s"] = per
+        r["compile_s"] = compile_s / max(len(records), 1)
     return records
 
 

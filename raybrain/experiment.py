@@ -55,8 +55,10 @@ Validation and test
 -------------------
 After the search, each run's ``validation.top`` best distinct training candidates (default 5;
 0 skips this) are re-simulated with fresh noise at ``simulation.validation`` (default: the last
-fidelity) on the validation targets, and the winner (lowest mean validation loss) on the test
-targets (Zhang et al. 2024). Under ``subjects.split`` the targets are the validation and test
+fidelity) on the validation targets with ``validation.repeats`` (default 3) fresh-noise repeats
+each, and the winner (lowest mean validation loss) on the test targets (Zhang et al. 2024); the
+winner is then profiled, one parameter at a time, to tell whether the data identify each
+parameter (``validation.profile``). Under ``subjects.split`` the targets are the validation and test
 subjects (their group averages with ``group: true``); without a split, validation is the run's
 own subject again with fresh noise, and there is no test.
 """
@@ -83,7 +85,8 @@ from ._text import did_you_mean as _did_you_mean
 __all__ = [
     "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject",
     "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
-    "SimulationConfig", "MEEGConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "BudgetConfig",
+    "SimulationConfig", "MEEGConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "ProfileConfig",
+    "BudgetConfig",
     "ResourcesConfig", "known_optimizers",
     "sanitise",
 ]
@@ -659,13 +662,54 @@ class OptimizerConfig(_Section):
         return self.successive_halving.eta if self.successive_halving is not None else None
 
 
+class ProfileConfig(_Section):
+    """A profile of the validated loss around each run's validated winner, per fitted parameter:
+    the parameter moved ``points`` steps each side, in steps of ``span / points`` of its search
+    range (so out to ± ``span`` of the range; clipped to the bounds), the others held at the fit,
+    each re-simulated with ``validation.repeats`` fresh noise repeats on the validation targets
+    (:func:`raybrain.report.noise.identifiability` reads it). Cost per run and validation target:
+    ``(2·points·P + 1)·repeats`` simulations (P fitted parameters; the 1 is the winner again, on
+    the profile's own noise). ``points: 0`` turns it off; a parametrisation with more than
+    ``max_params`` parameters (default 12) is not profiled.
+
+    Default ``points: 2, span: 0.1``: two points each side is the fewest that tells a rise from one
+    noisy point, and 10 % of the range is wide enough for an identified parameter's loss to climb
+    out of the noise band on FC/FCD fits (whose basins span a sizeable part of the usual ranges),
+    while narrow enough to stay in the fit's basin. For the global G, σ fit with 3 repeats that is
+    27 simulations per run, about twice the validation stage's own 15 (``top`` 5 × 3)."""
+
+    points: int = 2
+    span: PositiveFloat = 0.1
+    #: a parametrisation with more fitted parameters than this is not profiled (a regional fit's
+    #: hundreds of parameters would cost hundreds of times the validation stage)
+    max_params: PositiveInt = 12
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0 (0 turns the profile off), got {v}")
+        return v
+
+    @field_validator("span")
+    @classmethod
+    def _span(cls, v):
+        if not (math.isfinite(v) and 0 < v <= 1):
+            raise ValueError(f"must be a fraction of the search range in (0, 1], got {v!r}")
+        return v
+
+
 class ValidationConfig(_Section):
     """The held-out phases: ``top`` best distinct training candidates of each run re-simulated on
-    the validation targets (0: none), ``repeats`` noise realisations each (default
-    ``simulation.repeats``)."""
+    the validation targets (0: none), ``repeats`` fresh-noise realisations each (default 3,
+    independent of ``simulation.repeats``: the search may use one repeat to be cheap, but a
+    validated loss needs at least 2 to carry a standard error, ``loss_se``, and 3 to make that
+    error worth reading); ``profile``: the identifiability profile around the winner
+    (:class:`ProfileConfig`)."""
 
     top: int = 5
-    repeats: Optional[PositiveInt] = None
+    repeats: PositiveInt = 3
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
 
     @field_validator("top")
     @classmethod

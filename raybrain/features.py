@@ -29,6 +29,8 @@ __all__ = [
     "window_fc_upper",
     "fcd",
     "fcd_distribution",
+    "segment_starts",
+    "segmented_fcd_distribution",
     "ks_distance",
     "plausible",
     "ei_ratio",
@@ -345,6 +347,43 @@ def fcd_distribution(bold, window: int = 83, step: int = 1):
     """
     xp = array_module(bold)
     return xp.sort(upper(fcd(bold, window, step), 1), axis=-1)
+
+
+def segment_starts(T: int, segment: int) -> np.ndarray:
+    """First frames of the k = floor(T / segment) non-overlapping segments of ``segment`` frames
+    spread evenly over a recording of T frames (the first starts at 0, the last ends at T when
+    k > 1): ``round(i (T - segment) / (k - 1))``, i = 0 … k-1; a single segment starts at 0."""
+    T, segment = int(T), int(segment)
+    if segment < 1 or segment > T:
+        raise ValueError(f"segment must be between 1 and T={T} frames, got {segment}")
+    k = T // segment
+    if k == 1:
+        return np.zeros(1, dtype=np.int64)
+    return np.rint(np.arange(k) * ((T - segment) / (k - 1))).astype(np.int64)
+
+
+def segmented_fcd_distribution(bold, window: int = 83, step: int = 1, segment: int | None = None):
+    """FCD distribution of a recording cut into segments of ``segment`` frames, pooled and sorted:
+    (..., T, N) -> (..., k M_s), with k = floor(T / segment) segments (:func:`segment_starts`) and
+    M_s = W_s (W_s - 1) / 2 window pairs per segment, W_s = floor((segment - window) / step) + 1.
+
+    The FCD distribution depends on the length of the recording it comes from: of the window
+    pairs of a short recording, a larger share overlap in time, and overlapping windows have
+    similar FCs (FCD values near 1). Comparing the FCD of a simulation of L frames with that of a
+    recording of T > L frames is therefore biased; computing both on segments of the same
+    length, and pooling a long recording's segments, compares like with like. ``segment=None``,
+    or a segment not shorter than T, is the whole recording (:func:`fcd_distribution`).
+    """
+    xp = array_module(bold)
+    T = bold.shape[-2]
+    if segment is None or int(segment) >= T:
+        return fcd_distribution(bold, window, step)
+    _check_window(int(segment), window, step)
+    starts = segment_starts(T, int(segment))
+    idx = starts[:, None] + np.arange(int(segment))[None, :]  # (k, segment)
+    parts = bold[..., idx if xp is np else xp.asarray(idx), :]  # (..., k, segment, N)
+    d = upper(fcd(parts, window, step), 1)  # (..., k, M_s)
+    return xp.sort(d.reshape(d.shape[:-2] + (-1,)), axis=-1)
 
 
 def _ks_hist(a, b, bins: int, range_: tuple[float, float]):

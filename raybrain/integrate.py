@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._backend import array_module, asnumpy, get_xp
-from .hemodynamics import BalloonWindkessel, bold_signal, bw_step
+from .hemodynamics import BalloonWindkessel, bold_signal, bw_derivatives
 from .models import Model, broadcast_param, get_model
 from .random import normal_pair, stream_keys
 
@@ -46,11 +46,21 @@ class SimulationSettings:
     Times are in seconds. ``duration`` is the recorded time after ``burn_in``. The hemodynamic
     step ``bold_dt`` is rounded to a whole number of neural steps (at least one), and the TR
     must be a whole number of hemodynamic steps.
+
+    ``burn_in`` defaults to 30 s, the hemodynamic transient: linearised about its fixed point, the
+    Balloon's flow–signal pair obeys ``s'' + κ s' + γ s = 0``, whose roots have real part ``-κ/2``
+    (complex for both conventions), so a disturbance decays as ``exp(-κ t / 2)``: an e-folding time
+    of 2/κ = 3.1 s for κ = 0.65 /s (``"rates"``; 1.3 s for ``"time_constants"``), while volume and
+    deoxyhaemoglobin relax faster (rate 1/(α τ) ≈ 3.2 /s). 30 s is about 10 e-foldings of the
+    slowest mode (a start-up disturbance shrinks to e^{-9.75} ≈ 6·10⁻⁵). The Balloon itself starts
+    at the steady state of the initial neural input (:meth:`~raybrain.hemodynamics.BalloonWindkessel.steady_state`),
+    so what remains to wash out is the neural model's own relaxation from its initial state and the
+    Balloon's response to it.
     """
 
     duration: float = 60.0
     dt: float = 1e-4
-    burn_in: float = 0.0
+    burn_in: float = 30.0
     tr: float = 0.72
     hemodynamics: str | None = None  # "balloon", "none" (sample the input variable), None: the model's default
     bw_convention: str = "rates"
@@ -201,8 +211,10 @@ class Simulation:
         (or noise modes) can share one batch (:mod:`raybrain.evaluator`). With ``state``, the
         state's keys are used and ``keys`` must equal them.
     lanes : int, optional
-        Fused path only: batch elements per tile of the fused kernel (0: the single-element
-        kernel); default chosen per run by :func:`raybrain.fused.choose_lanes`.
+        Fused path only: batch elements per tile of the fused kernel; default chosen per run by
+        :func:`raybrain.fused.choose_lanes`. Every width gives the same results bit for bit, so a
+        candidate's outputs do not depend on its batch; 0 (the single-element kernel) differs from
+        them in the last bits.
     prepared : mapping, optional
         Instead of ``params``: parameters already prepared for these connectomes, every model
         parameter as ``(B, N)`` float64 (what :attr:`params_host` holds; e.g. rWW's FIC ``w_IE``
@@ -262,7 +274,7 @@ class Simulation:
         if state is not None:  # own copy, on this backend, in this precision
             state = SimState.from_arrays(state.to_arrays())
             state.neural = tuple(xp.asarray(a, dtype=self.dtype) for a in state.neural)
-            state.hemo = tuple(xp.asarray(a, dtype=self.dtype) for a in state.hemo)
+            state.hemo = tuple(xp.asarray(a, dtype=self.hemo_dtype) for a in state.hemo)
             state.acc = xp.asarray(state.acc, dtype=self.dtype)
             state.keys, state.diverged = xp.asarray(state.keys), xp.asarray(state.diverged)
             state.sums = {k: xp.asarray(v) for k, v in state.sums.items()}
@@ -290,10 +302,24 @@ class Simulation:
         row_sum = self.sc.sum(axis=2)[self.subject_index]  # (B, N)
         prepared = self.model.prepare(shaped, row_sum, xp=np)
         return {k: np.broadcast_to(v, (B, n)).astype(np.float64) for k, v in prepared.items()}
+    @property
+    def hemo_dtype(self):
+        """The dtype of the hemodynamic state: float64 on the CPU whatever :attr:`dtype` (a float32
+        state rounds the Balloon's increments away: :mod:`raybrain.hemodynamics`, precision); the
+        simulation's dtype on CuPy, whose CUDA kernel keeps a float32 Balloon."""
+        return self.dtype if self.settings.backend == "cupy" else np.dtype(np.float64)
+
     def initial_state(self) -> SimState:
         xp, B, n, dt = self.xp, self.batch, self.n_regions, self.dtype
         neural = self.model.initial_state(B, n, xp=xp, dtype=dt)
-        hemo = self.settings.hemodynamic_model.initial_state(B, n, xp=xp, dtype=dt)
+        # at the model's fixed point where it is known (rWW with FIC), so nothing relaxes at the start
+        fp = self.model.fixed_point(self.params_host, self.sc.sum(axis=2)[self.subject_index])
+        if fp is not None:
+            clips = [sv.clip or (-np.inf, np.inf) for sv in self.model.state_variables]
+            neural = tuple(xp.asarray(np.clip(np.broadcast_to(a, (B, n)), *c), dtype=dt) for a, c in zip(fp, clips))
+        # the Balloon at the steady state of its initial input (every path starts from this state)
+        x0 = neural[self.model.bold_input] if self.settings.hemodynamics == "balloon" else None
+        hemo = self.settings.hemodynamic_model.initial_state(B, n, xp=xp, dtype=self.hemo_dtype, x=x0)
         names = [sv.name for sv in self.model.state_variables] + list(self.model.summary_observables)
         sums = {k: xp.zeros((B, n), dtype=np.float64) for k in names}
         return SimState(0, neural, hemo, xp.zeros((B, n), dtype=dt),
@@ -313,6 +339,28 @@ class Simulation:
         return ok and s.fused != "never"
 
     # -- running ---------------------------------------------------------------------------------
+    def prepare(self) -> float:
+        """Get every compiled kernel the next :meth:`run` will use — from this process's memo, the
+        on-disk cache, or a fresh compilation — and return the seconds that took (≈ 0 when they are
+        already loaded). Idempotent; neither the state nor any later result changes.
+
+        Fused numba path: the kernel variant :func:`raybrain.fused.run_rww` picks for this batch is
+        called for zero steps with the very argument types of :meth:`run`, which compiles (or
+        loads) its dispatcher entry. CUDA path: the variant :func:`raybrain.cuda.launch.run_rww_cuda`
+        launches is built. Array path: nothing to compile.
+        """
+        t0 = time.perf_counter()
+        if self.use_fused and self.settings.backend == "cupy":
+            from .cuda import plan
+            from .cuda.launch import get_kernel
+
+            PAR = np.stack([self.params_host[k] for k in plan.RWW_PARAM_ORDER], axis=1).astype(self.dtype)
+            umask = plan.uniform_mask(PAR)
+            get_kernel(self.dtype, self.n_regions, plan.choose_sims_per_block(self.dtype, umask), umask)
+        elif self.use_fused:
+            self._run_fused(0)  # zero steps: the state is copied in and out unchanged
+        return time.perf_counter() - t0
+
     def run(self, duration: float | None = None) -> SimResult:
         """Advance by ``duration`` recorded seconds (default ``settings.duration``); the burn-in is
         run first if it has not been. Returns the BOLD samples of this call only."""
@@ -429,13 +477,17 @@ class Simulation:
                 acc = acc + x[m.bold_input]
                 if (step + 1) % k_h == 0:
                     with np.errstate(all="ignore"):
-                        hemo = bw_step(*hemo, acc * dtp(1.0 / k_h), dtp(k_h * s.dt), kappa, gam_h, inv_tau,
-                                       inv_alpha, l1r, inv_rho, one, xp.exp, xp.log)
+                        # right-hand sides in the simulation's dtype from the rounded state, the
+                        # increments accumulated in the (float64) state, as the fused kernel does
+                        h = tuple(a.astype(self.dtype) for a in hemo)
+                        d = bw_derivatives(*h, acc * dtp(1.0 / k_h), kappa, gam_h, inv_tau, inv_alpha, l1r,
+                                           inv_rho, one, xp.exp, xp.log)
+                        hemo = tuple(a + dtp(k_h * s.dt) * da for a, da in zip(hemo, d))
                     acc = xp.zeros_like(acc)
                     mm = (step + 1) // k_h
                     if mm % k_tr == 0 and mm > m_burn:
                         with np.errstate(all="ignore"):
-                            out.append(bold_signal(hemo[2], hemo[3], V0, k1, k2, k3, one))
+                            out.append(bold_signal(hemo[2], hemo[3], V0, k1, k2, k3, one).astype(self.dtype))
             elif (step + 1) % k_h == 0:
                 mm = (step + 1) // k_h
                 if mm % k_tr == 0 and mm > m_burn:

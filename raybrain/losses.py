@@ -59,6 +59,10 @@ class Target:
                sorted ascending; None when only FC is fitted.
     window, step: the FCD sliding-window settings (TRs) the simulated FCD must use too
                (CBIG: 83 and 1 at TR 0.72 s). Required when ``fcd_dist`` is given.
+    segment:   the length (TRs) of the segments ``fcd_dist`` was computed on, pooled
+               (:func:`raybrain.features.segmented_fcd_distribution`); a longer simulation is cut
+               into segments of this length too, so both FCDs come from recordings of one length.
+               None: each FCD from its whole recording.
 
     Arrays are stored as float64 NumPy arrays (copied to the GPU when a loss runs on CuPy).
     """
@@ -67,6 +71,7 @@ class Target:
     fcd_dist: np.ndarray | None = None
     window: int | None = None
     step: int | None = None
+    segment: int | None = None
 
     def __post_init__(self):
         fc_ = np.asarray(asnumpy(self.fc), dtype=np.float64)
@@ -92,6 +97,13 @@ class Target:
             raise ValueError(f"Target.window must be >= 2, got {self.window}")
         if self.step < 1:
             raise ValueError(f"Target.step must be >= 1, got {self.step}")
+        if self.segment is not None:
+            if isinstance(self.segment, bool) or not isinstance(self.segment, (int, np.integer)):
+                raise ValueError(f"Target.segment must be None or an integer number of TRs, got {self.segment!r}")
+            object.__setattr__(self, "segment", int(self.segment))
+            if self.segment < self.window + self.step:
+                raise ValueError(f"Target.segment={self.segment} TRs holds fewer than two FCD windows "
+                                 f"(window={self.window}, step={self.step})")
 
     @property
     def n_regions(self) -> int:
@@ -102,8 +114,10 @@ class Target:
         return self.fcd_dist is not None
 
     @classmethod
-    def from_bold(cls, bold, window: int | None = 83, step: int = 1) -> "Target":
-        """Target from one empirical BOLD recording ``bold`` (T, N); ``window=None`` skips the FCD."""
+    def from_bold(cls, bold, window: int | None = 83, step: int = 1, segment: int | None = None) -> "Target":
+        """Target from one empirical BOLD recording ``bold`` (T, N); ``window=None`` skips the FCD.
+        ``segment``: the simulated length in TRs, when shorter than the recording (the FCD is then
+        pooled over segments of that length; see :class:`Target`)."""
         b = np.asarray(asnumpy(bold), dtype=np.float64)
         if b.ndim != 2:
             raise ValueError(f"bold must have shape (T, N), got {b.shape}")
@@ -118,14 +132,18 @@ class Target:
         from raybrain.data.validate import check_fcd_window
 
         check_fcd_window(b.shape[0], window, step, source="bold")
-        return cls(fc=fc_, fcd_dist=F.fcd_distribution(b, window, step), window=window, step=step)
+        seg = None if segment is None or int(segment) >= b.shape[0] else int(segment)
+        return cls(fc=fc_, fcd_dist=F.segmented_fcd_distribution(b, window, step, seg), window=window, step=step,
+                   segment=seg)
 
     @classmethod
-    def from_features(cls, fc, fcd_dist=None, window: int | None = 83, step: int | None = 1) -> "Target":
-        """Target from precomputed features (e.g. a group FC averaged over subjects, pooled FCDs)."""
+    def from_features(cls, fc, fcd_dist=None, window: int | None = 83, step: int | None = 1,
+                      segment: int | None = None) -> "Target":
+        """Target from precomputed features (e.g. a group FC averaged over subjects, pooled FCDs),
+        ``fcd_dist`` computed on segments of ``segment`` TRs (None: whole recordings)."""
         if fcd_dist is None:
             return cls(fc=fc)
-        return cls(fc=fc, fcd_dist=fcd_dist, window=window, step=step)
+        return cls(fc=fc, fcd_dist=fcd_dist, window=window, step=step, segment=segment)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +302,8 @@ class Loss:
                 sel_x = sel if xp is np else xp.asarray(sel)
                 b = bold[sel_x]
                 sim_fc = F.fc(b)
-                sim_fcd = F.fcd_distribution(b, target.window, target.step) if self.needs_fcd else None
+                sim_fcd = (F.segmented_fcd_distribution(b, target.window, target.step, target.segment)
+                           if self.needs_fcd else None)
                 part = self._components(sim_fc, sim_fcd, emp_fc, emp_fcd)
                 for c in self.components:
                     comps[c][sel_x] = part[c].astype(xp.float64)

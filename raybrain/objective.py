@@ -5,7 +5,7 @@ batched simulation (times ``repeats`` noise realisations), scores the simulated 
 subject's empirical FC/FCD, and returns one record per candidate: its parameters, the loss and its
 components (averaged over repeats), mean firing rate, the firing-rate plausibility check
 (Zhang et al. 2024: every region's time-averaged r_E in [2.7, 3.3] Hz), the E/I ratio
-(mean S_E / mean S_I), a divergence flag and the wall time. A diverged or NaN simulation yields
+(mean S_E / mean S_I), a divergence flag, the simulation wall time and, apart from it, the kernel compile time. A diverged or NaN simulation yields
 the loss's finite worst value and ``valid = False``, never an exception.
 
 **Spectral fits** (:mod:`raybrain.spectral`). With ``loss="spectral"`` the simulated signal is the
@@ -90,6 +90,12 @@ class Objective:
     by default (the pMFM convention, Kong 2021): on the bundled HCP connectomes the FIC fixed point
     then holds for G up to ≈ 2.5 and the FC fit peaks near G ≈ 2 (pFIC scales to 0.02 with its own
     SC processing; pass ``sc_max=0.02`` to follow it).
+
+    The empirical FCD is computed on segments as long as the simulated BOLD (T_sim frames; the
+    recording is cut into floor(T_emp / T_sim) non-overlapping segments, their FCDs pooled), and
+    a simulation longer than the recording is cut likewise: the share of overlapping window pairs,
+    and with it the FCD distribution, depends on the recording's length, so FCDs of unequal
+    lengths would bias KS(FCD) (:func:`raybrain.features.segmented_fcd_distribution`).
     """
 
     subject: Subject
@@ -123,10 +129,14 @@ class Objective:
             n_frames = int(round(bold_settings.duration / bold_settings.tr))
             if needs_fcd:
                 check_fcd_window(n_frames, self.window, self.step, source="simulation settings (duration / TR)")
+            # FCDs of equal length: the recording is cut into segments as long as the simulation
+            # (or the simulation into segments as long as the shortest recording), pooled
+            seg = min(n_frames, self.subject.min_frames or n_frames)
             self.target = Target.from_features(
                 self.subject.fc(),
-                self.subject.fcd_distribution(self.window, self.step) if needs_fcd else None,
-                self.window if needs_fcd else None, self.step if needs_fcd else None)
+                self.subject.fcd_distribution(self.window, self.step, seg) if needs_fcd else None,
+                self.window if needs_fcd else None, self.step if needs_fcd else None,
+                seg if needs_fcd else None)
         else:
             self.target = None  # a spectral-only fit has no FC target
         self.spectral_target = None
@@ -157,6 +167,23 @@ class Objective:
             raise ValueError(f"the simulated M/EEG ({meeg_settings.duration:g} s) is shorter than one Welch "
                              f"segment ({self.meeg.segment:g} s)")
         self.settings = meeg_settings
+
+    def target_for(self, frames: int) -> Target | None:
+        """The FC/FCD target for a simulated BOLD of ``frames`` frames: :attr:`target` when the
+        simulation has the settings' length, else one whose FCD is pooled over segments of the
+        matching length (cached); None for a spectral-only fit."""
+        t = self.target
+        if t is None or not t.has_fcd:
+            return t
+        seg = min(int(frames), self.subject.min_frames or int(frames))
+        if seg == t.segment:
+            return t
+        cache = self.__dict__.setdefault("_targets", {})
+        if seg not in cache:
+            check_fcd_window(seg, self.window, self.step, source=f"a simulation of {frames} frames")
+            cache[seg] = Target.from_features(t.fc, self.subject.fcd_distribution(self.window, self.step, seg),
+                                              self.window, self.step, seg)
+        return cache[seg]
 
     def simulation(self, theta, *, seed: int | None = None, repeats: int = 1, first_stream: int = 0,
                    duration: float | None = None, state=None, candidates=None, bold: bool = False) -> Simulation:
@@ -191,10 +218,12 @@ class Objective:
         return Simulation(model, self.sc, params, settings, batch=B * R, streams=streams, state=state)
 
     def score(self, theta, bold, result, repeats: int = 1, wall_s: float = 0.0, *,
-              bold_signal=None, bold_result=None) -> list[dict[str, Any]]:
+              bold_signal=None, bold_result=None, compile_s: float = 0.0) -> list[dict[str, Any]]:
         """Records from the simulated signal ``bold`` ``(B·repeats, T, N)`` (BOLD, or the M/EEG signal
         of a spectral fit) and the run's summaries (``result``). A composite loss also needs the
-        BOLD of the same candidates: ``bold_signal`` (and its run's ``bold_result``)."""
+        BOLD of the same candidates: ``bold_signal`` (and its run's ``bold_result``). ``wall_s``
+        (simulation and scoring) and ``compile_s`` (getting the compiled kernels:
+        :meth:`raybrain.integrate.Simulation.prepare`) are the batch's; each record gets its share."""
         theta = self.parametrisation.check(theta)
         B, R = theta.shape[0], int(repeats)
         diverged = asnumpy(result.diverged)
@@ -207,10 +236,12 @@ class Objective:
         if isinstance(self.loss, CompositeLoss):
             fc_signal = bold_signal if self.composite else bold
             signals = {k: (bold if k == self.spectral_part else fc_signal) for k in self.loss.parts}
-            targets = {k: (self.spectral_target if k == self.spectral_part else self.target) for k in self.loss.parts}
+            fc_target = self.target_for(fc_signal.shape[1])
+            targets = {k: (self.spectral_target if k == self.spectral_part else fc_target) for k in self.loss.parts}
             lr = self.loss(signals, targets, valid=~diverged)
         else:
-            lr = self.loss(bold, self.target if self.spectral_part is None else self.spectral_target, valid=~diverged)
+            lr = self.loss(bold, self.target_for(bold.shape[1]) if self.spectral_part is None else self.spectral_target,
+                           valid=~diverged)
         feats = None
         if self.spectral_part is not None:
             feats = {k: asnumpy(v).reshape(B, R) for k, v in
@@ -227,6 +258,8 @@ class Objective:
         for b, pvals in enumerate(self.parametrisation.to_dicts(theta)):
             rec: dict[str, Any] = dict(pvals)
             rec["loss"] = float(total[b].mean())
+            # the standard error of that mean over the R noise repeats (sample sd / sqrt(R)); None for R = 1
+            rec["loss_se"] = float(total[b].std(ddof=1) / math.sqrt(R)) if R > 1 else None
             for k, v in comps.items():
                 rec[k] = float(v[b].mean())
             rec["valid"] = bool(valid[b].all())
@@ -247,6 +280,7 @@ class Objective:
             rec["repeats"] = R
             rec["sim_seconds"] = float(sim_seconds)
             rec["wall_s"] = wall_s / B
+            rec["compile_s"] = compile_s / B
             records.append(rec)
         return records
 
@@ -256,12 +290,18 @@ class Objective:
         t0 = time.perf_counter()
         sim = self.simulation(theta, seed=seed, repeats=repeats, first_stream=first_stream,
                               duration=None if self.composite else duration)
+        compile_s = sim.prepare()  # kernel compile / load, recorded apart from the simulation's wall time
+        t0 += compile_s
         res = sim.run()
         self.last_result = res
         if not self.composite:
-            return self.score(theta, res.bold, res, repeats=repeats, wall_s=time.perf_counter() - t0)
-        bres = self.simulation(theta, seed=seed, repeats=repeats, first_stream=first_stream, duration=duration,
-                               bold=True).run()
+            return self.score(theta, res.bold, res, repeats=repeats, wall_s=time.perf_counter() - t0,
+                              compile_s=compile_s)
+        bsim = self.simulation(theta, seed=seed, repeats=repeats, first_stream=first_stream, duration=duration,
+                               bold=True)
+        c = bsim.prepare()
+        compile_s, t0 = compile_s + c, t0 + c
+        bres = bsim.run()
         self.last_bold_result = bres
         return self.score(theta, res.bold, res, repeats=repeats, wall_s=time.perf_counter() - t0,
-                          bold_signal=bres.bold, bold_result=bres)
+                          bold_signal=bres.bold, bold_result=bres, compile_s=compile_s)

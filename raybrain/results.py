@@ -5,6 +5,7 @@ Layout under an experiment's storage path ``root``::
     root/evaluations/<run>/gen-000000-f0.parquet     training: one file per (run, generation, fidelity)
     root/evaluations/<run>/validation-000000.parquet held-out re-simulation: one per validation target
     root/evaluations/<run>/test-000000.parquet       the winner on each test target
+    root/evaluations/<run>/profile-000000.parquet    the winner's profile, one per validation target
     root/evaluations/<run>/compacted.parquet         many files, after compact() (optional)
     root/runs/<run>.json                             run-level summary written by the run
     root/schema.json                                 the columns every file has (Schema), when declared
@@ -22,7 +23,10 @@ candidates re-simulated with fresh noise on the validation targets, ``"test"`` f
 test targets (the train/validation/test protocol of Zhang et al. 2024); held-out rows carry the
 target they were simulated on in ``subject``, ``fidelity`` -1 (the validation fidelity; ``duration``
 and ``dt`` say which) and ``source_eval``, the ``eval_index`` of the training evaluation they
-re-simulate. A multi-fidelity generation (successive halving, ASHA rungs) writes one file per rung;
+re-simulate. ``"profile"`` rows (``profile-000000.parquet``, one per validation target) are the
+validated winner with one parameter moved ``profile_step`` steps (``profile_param``; the winner
+itself at step 0). Every record carries ``loss_se``, the standard error of its loss over the noise
+repeats (null with one repeat). A multi-fidelity generation (successive halving, ASHA rungs) writes one file per rung;
 a row that continued an earlier rung's simulation has ``new_sims`` 0.
 
 Column order (the schema): ``HEAD``, one column per parameter, ``loss``, the loss components,
@@ -72,12 +76,15 @@ import pyarrow.parquet as pq
 
 HEAD = ("experiment", "run_id", "mode", "phase", "subject", "optimizer", "seed", "eval_index", "generation",
         "fidelity", "duration", "dt")
-TAIL = ("valid", "diverged", "plausible", "rate_mean", "ei_ratio", "wall_s", "cum_sims", "cum_wall_s",
+TAIL = ("valid", "diverged", "plausible", "rate_mean", "ei_ratio", "wall_s", "compile_s", "cum_sims", "cum_wall_s",
         "node", "time")
 META_KEYS = ("mode", "subject", "optimizer", "seed", "fidelity", "duration", "dt")
 DERIVED = ("eval_index", "cum_sims", "cum_wall_s")  # computed by load(), not stored
-KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds", "new_sims", "source_eval")  # in every file
-PHASES = ("train", "validation", "test")
+KNOWN_EXTRAS = ("rate_min", "rate_max", "repeats", "sim_seconds", "loss_se", "profile_param", "profile_step",
+                "new_sims", "source_eval")  # in every file
+#: known extras :func:`load` keeps even when every value is null (a run with one noise repeat, no profile)
+_KEPT_EXTRAS = ("loss_se", "profile_param", "profile_step")
+PHASES = ("train", "validation", "test", "profile")
 SCHEMA_FILE = "schema.json"
 
 _TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(), "phase": pa.string(),
@@ -85,14 +92,15 @@ _TYPES = {"experiment": pa.string(), "run_id": pa.string(), "mode": pa.string(),
           "optimizer": pa.string(), "seed": pa.int64(), "generation": pa.int64(), "fidelity": pa.int64(),
           "duration": pa.float64(), "dt": pa.float64(), "loss": pa.float64(), "valid": pa.bool_(),
           "diverged": pa.bool_(), "plausible": pa.bool_(), "rate_mean": pa.float64(),
-          "ei_ratio": pa.float64(), "wall_s": pa.float64(), "node": pa.string(),
+          "ei_ratio": pa.float64(), "wall_s": pa.float64(), "compile_s": pa.float64(), "node": pa.string(),
           "time": pa.timestamp("ms", tz="UTC"), "rate_min": pa.float64(), "rate_max": pa.float64(),
-          "repeats": pa.int64(), "sim_seconds": pa.float64()}
+          "repeats": pa.int64(), "sim_seconds": pa.float64(), "loss_se": pa.float64(),
+          "profile_param": pa.string(), "profile_step": pa.int64()}
 _STORED_HEAD = tuple(c for c in HEAD if c not in DERIVED)
 _STORED_TAIL = tuple(c for c in TAIL if c not in DERIVED)
 _STANDARD = frozenset(HEAD) | frozenset(TAIL) | {"loss"}
-_GEN_FILE = re.compile(r"^(gen|validation|test)-(\d+)(?:-f(\d+))?\.parquet$")
-_PREFIX = {"train": "gen", "validation": "validation", "test": "test"}
+_GEN_FILE = re.compile(r"^(gen|validation|test|profile)-(\d+)(?:-f(\d+))?\.parquet$")
+_PREFIX = {"train": "gen", "validation": "validation", "test": "test", "profile": "profile"}
 _KEY = ["run_id", "phase", "generation", "fidelity"]  # one file per key; the newest file wins
 _COMPACTED = "compacted.parquet"
 
@@ -360,6 +368,8 @@ class Results:
     evaluations: pd.DataFrame  # one row per evaluation, schema in the module docstring
     runs: pd.DataFrame         # summary(evaluations) merged with the summaries the runs wrote
     truth: dict | None = None  # synthetic targets' known parameters and the bounds (truth.json)
+    bounds: dict | None = None  # the search bounds {name: [low, high]} (truth.json, else experiment.json)
+    burn_in: float = 0.0  # simulation.burn_in (s) of experiment.json: charged to every fresh simulation
 
     @property
     def params(self) -> list[str]:
@@ -379,7 +389,7 @@ def _roles(names: Sequence[str]) -> tuple[list, list, list]:
     return names[i_dt + 1:i_loss], names[i_loss + 1:i_valid], names[i_time + 1:]
 
 
-_ORDER = {"gen": 0, "validation": 1, "test": 2}
+_ORDER = {"gen": 0, "validation": 1, "test": 2, "profile": 3}
 
 
 def _run_files(run_dir: Path) -> list[Path]:
@@ -452,13 +462,15 @@ def load(path: str | os.PathLike, threads: int = 8) -> Results:
             written.append(json.loads(f.read_text()))
         except json.JSONDecodeError as e:
             raise ValueError(f"{f}: not valid JSON ({e})") from None
-    runs = summary(df)
+    truth = _read_truth(root)
+    bounds = read_bounds(root, truth)
+    runs = summary(df, bounds)
+    burn_in = read_burn_in(root)
     if written:
         runs = runs.merge(pd.DataFrame(written), on="run_id", how="outer", suffixes=("", "_reported"))
-    truth = _read_truth(root)
     if truth and not runs.empty:
         runs["recovery_err"] = recovery_error(runs, truth)
-    return Results(df, runs, truth)
+    return Results(df, runs, truth, bounds, burn_in)
 
 
 def _evaluations(files: Sequence[Path], threads: int = 8) -> pd.DataFrame:
@@ -472,8 +484,16 @@ def _evaluations(files: Sequence[Path], threads: int = 8) -> pd.DataFrame:
         sims = df["new_sims"].astype("Float64").fillna(sims.astype("Float64"))
     df["cum_sims"] = sims.astype("int64").groupby(df["run_id"]).cumsum()
     df["cum_wall_s"] = df["wall_s"].fillna(0.0).groupby(df["run_id"]).cumsum()
+    for c in TAIL:  # a column added since older results were written (e.g. compile_s): null there
+        if c not in df:
+            df[c] = pd.Series(np.nan, index=df.index, dtype="float64")
+    for c in _KEPT_EXTRAS:  # kept even where no file has them (results written before they existed)
+        if c not in df:
+            df[c] = pd.Series(np.nan, index=df.index, dtype="str" if _TYPES[c] == pa.string() else "float64")
+            extras = list(extras) + [c]
+    extras = [c for c in KNOWN_EXTRAS if c in extras] + [c for c in extras if c not in KNOWN_EXTRAS]
     # every file stores every known extra; one that no record carried stays out of the frame
-    extras = [c for c in extras if c not in KNOWN_EXTRAS or df[c].notna().any()]
+    extras = [c for c in extras if c not in KNOWN_EXTRAS or c in _KEPT_EXTRAS or df[c].notna().any()]
     return df[list(HEAD) + params + ["loss"] + comps + list(TAIL) + extras]
 
 
@@ -481,6 +501,43 @@ def load_run(path: str | os.PathLike, run_id: str, threads: int = 4) -> pd.DataF
     """The evaluations of one run (as :func:`load` gives them; empty when it wrote none)."""
     d = Path(path) / "evaluations" / sanitise(run_id)
     return _evaluations(_run_files(d) if d.is_dir() else [], threads)
+
+
+def read_burn_in(root: str | os.PathLike) -> float:
+    """``simulation.burn_in`` (s) of the experiment in ``root`` (``experiment.json``); 0 when it
+    is not there or not readable (then only recorded seconds are counted as simulated)."""
+    try:
+        return float(json.loads((Path(root) / "experiment.json").read_text())["simulation"].get("burn_in", 0.0))
+    except Exception:  # noqa: BLE001 - an old or edited experiment.json: count recorded seconds only
+        return 0.0
+
+
+def read_bounds(root: str | os.PathLike, truth: Mapping[str, Any] | None = None) -> dict | None:
+    """The search bounds ``{name: [low, high]}`` of the experiment in ``root``: those saved with
+    the truth (``truth.json``), else the parametrisation's in ``experiment.json`` (that of the
+    first fitted target; a regional parametrisation's names are the union over targets); None when
+    neither is there or readable (bounds only add flags)."""
+    if truth and truth.get("bounds"):
+        return dict(truth["bounds"])
+    f = Path(root) / "experiment.json"
+    if not f.is_file():
+        return None
+    try:
+        from .experiment import ExperimentConfig
+
+        cfg = ExperimentConfig.model_validate(json.loads(f.read_text()))
+        out = {}
+        if cfg.parametrisation.kind in ("regional", "maps"):  # names or bounds may depend on the target
+            pars = (cfg.build_parametrisation(t) for t in dict.fromkeys(cfg.targets()))
+        else:
+            pars = [cfg.parametrisation.build(cfg.build_model())]
+        for par in pars:
+            out.update({n: [float(lo), float(hi)] for n, (lo, hi) in zip(par.names, par.bounds) if n not in out})
+            if cfg.parametrisation.kind != "regional":
+                break
+        return out or None
+    except Exception:  # an old or edited experiment.json: no flags rather than no results
+        return None
 
 
 def _read_truth(root: Path) -> dict | None:
@@ -591,22 +648,64 @@ def _top_fidelity(df: pd.DataFrame) -> pd.DataFrame:
 
 def holdout(df: pd.DataFrame) -> pd.DataFrame:
     """Per run, the held-out phases: ``val_loss`` (the lowest, over the re-simulated candidates, of
-    a candidate's loss averaged over the validation targets), ``winner_eval`` (that candidate's
-    training ``eval_index``) and ``test_loss`` (the winner's loss averaged over the test targets).
-    Empty when no run has a validation phase."""
-    cols = ["run_id", "val_loss", "winner_eval", "test_loss"]
+    a candidate's loss averaged over the validation targets), ``val_se`` (its standard error over
+    the fresh-noise repeats: sqrt(Σ loss_se²) / n_targets, the targets' noise being independent;
+    NaN when a record has no ``loss_se``, i.e. one repeat), ``winner_eval`` (that candidate's
+    training ``eval_index``), ``test_loss`` and ``test_se`` (the winner's loss averaged over the
+    test targets, and its standard error). Empty when no run has a validation phase."""
+    cols = ["run_id", "val_loss", "val_se", "winner_eval", "test_loss", "test_se"]
     if "phase" not in df or "source_eval" not in df:
         return pd.DataFrame(columns=cols)
     val = df[df["phase"] == "validation"]
     if val.empty:
         return pd.DataFrame(columns=cols)
-    per = val.groupby(["run_id", "source_eval"], sort=True)["loss"].mean().reset_index()
+
+    def mean_se(rows, by):
+        se = (rows["loss_se"] if "loss_se" in rows else pd.Series(np.nan, index=rows.index)).astype(float)
+        g = rows.assign(_v=se ** 2).groupby(by, sort=True)
+        out = g["loss"].mean().to_frame("loss")
+        n = g.size()
+        # NaN when any target lacks an error (min_count: an all-NaN sum is NaN, not 0)
+        out["se"] = np.sqrt(g["_v"].sum(min_count=1)) / n
+        out.loc[g["_v"].apply(lambda v: v.isna().any()), "se"] = np.nan
+        return out
+
+    per = mean_se(val, ["run_id", "source_eval"]).reset_index()
     win = per.sort_values(["run_id", "loss", "source_eval"], kind="stable").groupby("run_id").head(1)
-    out = win.rename(columns={"loss": "val_loss", "source_eval": "winner_eval"}).set_index("run_id")
-    test = df[df["phase"] == "test"].groupby("run_id")["loss"].mean()
-    out["test_loss"] = test.reindex(out.index)
+    out = win.rename(columns={"loss": "val_loss", "se": "val_se", "source_eval": "winner_eval"}).set_index("run_id")
+    test = df[df["phase"] == "test"]
+    if test.empty:
+        out["test_loss"], out["test_se"] = np.nan, np.nan
+    else:
+        t = mean_se(test, ["run_id"])
+        out["test_loss"], out["test_se"] = t["loss"].reindex(out.index), t["se"].reindex(out.index)
     out["winner_eval"] = out["winner_eval"].astype("int64")
     return out.reset_index()[cols]
+
+
+#: a fitted value within this fraction of its search range's width from a bound is "at the bound"
+BOUND_FRACTION = 0.02
+
+
+def at_bound(values: Mapping[str, float], bounds: Mapping[str, Sequence[float]] | None,
+             fraction: float = BOUND_FRACTION) -> str | None:
+    """The parameters of ``values`` that lie within ``fraction`` of their search range's width from
+    a bound, as ``"G:upper, sigma:lower"`` ("" when none); None when ``bounds`` is unknown. A fit
+    there is one the search range cut short: the best value may lie beyond it, or the model stops
+    being valid there (e.g. FIC's stable range), which the report should say rather than rank."""
+    if not bounds:
+        return None
+    flags = []
+    for n, v in values.items():
+        if n not in bounds or v is None or not np.isfinite(float(v)):
+            continue
+        lo, hi = (float(x) for x in bounds[n])
+        tol = fraction * (hi - lo)
+        if float(v) >= hi - tol:
+            flags.append(f"{n}:upper")
+        elif float(v) <= lo + tol:
+            flags.append(f"{n}:lower")
+    return ", ".join(flags)
 
 
 def best(df: pd.DataFrame, by: str | Iterable[str] = ("subject", "optimizer")) -> pd.DataFrame:
@@ -619,11 +718,15 @@ def best(df: pd.DataFrame, by: str | Iterable[str] = ("subject", "optimizer")) -
     return rows.sort_values(by, kind="stable").reset_index(drop=True)
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
+def summary(df: pd.DataFrame, bounds: Mapping[str, Sequence[float]] | None = None,
+            fraction: float = BOUND_FRACTION) -> pd.DataFrame:
     """One row per run: who it was (``subject`` is the fitted target), how much it cost
     (``n_evals`` training evaluations; ``n_sims``, ``wall_s`` over every phase), its best training
     evaluation (``best_loss``, ``best_eval``, then the parameters of that evaluation) and, where
-    the run has held-out phases, ``val_loss``, ``winner_eval``, ``test_loss`` (:func:`holdout`)."""
+    the run has held-out phases, ``val_loss``, ``val_se``, ``winner_eval``, ``test_loss``,
+    ``test_se`` (:func:`holdout`). Given the search ``bounds`` ({name: (low, high)}),
+    ``at_bound``: the parameters of the run's fit (the validated winner, else the best training
+    evaluation) within ``fraction`` of a bound (:func:`at_bound`)."""
     ids = ["experiment", "run_id", "mode", "subject", "optimizer", "seed"]
     params = param_columns(df)
     cols = ids + ["n_evals", "n_sims", "wall_s", "best_loss", "best_eval"] + params
@@ -639,10 +742,20 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     h = holdout(df)
     if not h.empty:
         out = out.merge(h, on="run_id", how="left")
+    if bounds:
+        fit = out.set_index("run_id")[params].astype(float)
+        if not h.empty:  # the validated winner's parameters replace the best training fit's
+            tr = _train(df)
+            win = tr.merge(h[["run_id", "winner_eval"]], left_on=["run_id", "eval_index"],
+                           right_on=["run_id", "winner_eval"]).set_index("run_id")[params].astype(float)
+            fit.update(win)
+        out["at_bound"] = [at_bound(fit.loc[r].to_dict(), bounds, fraction) if fit.loc[r].notna().any() else None
+                           for r in out["run_id"]]
     return out
 
 
-def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None = None,
+            bounds: Mapping[str, Sequence[float]] | None = None, fraction: float = BOUND_FRACTION) -> pd.DataFrame:
     """Per subject × optimizer, over seeds (runs):
 
     - ``best_mean``, ``best_sd``: mean and sample sd (ddof=1) of each run's best loss;
@@ -653,7 +766,12 @@ def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None
       at a run's first evaluation within the target (inf for a run that never got there);
     - where runs have held-out phases (:func:`holdout`): ``val_mean`` and ``test_mean``, the mean
       over runs of the winner's validation and test losses (fresh noise: free of the optimism of
-      a best-of-many training loss);
+      a best-of-many training loss), and ``val_se``, the standard error of ``val_mean``: over
+      seeds, sd / sqrt(n_seeds) (which holds the noise too); for a single seed, that run's noise
+      standard error (``val_se`` of :func:`holdout`);
+    - given the search ``bounds``: ``at_bound``, per parameter and side, how many of the runs'
+      fits lie within ``fraction`` of a bound (:func:`at_bound` of :func:`summary`'s rows), e.g.
+      ``"G:upper 3/3"``; "" when none;
     - given ``truth`` (:attr:`Results.truth`, synthetic targets): ``recovery``, the mean over runs
       of :func:`recovery_error` of each run's best candidate.
     Rows are sorted by subject, then best_mean."""
@@ -677,12 +795,26 @@ def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None
                         "sims_to_target": g["sims"].median(), "wall_s_to_target": g["wall"].median()})
     h = holdout(df).set_index("run_id")
     if not h.empty:
-        runs = runs.join(h[["val_loss", "test_loss"]])
+        runs = runs.join(h[["val_loss", "val_se", "test_loss"]])
         g = runs.groupby(["subject", "optimizer"])
         for col, src in (("val_mean", "val_loss"), ("test_mean", "test_loss")):
             if runs[src].notna().any():
                 out[col] = g[src].mean()
                 cols.append(col)
+            if col == "val_mean" and runs[src].notna().any():
+                n = g[src].count()
+                out["val_se"] = (g[src].std(ddof=1) / np.sqrt(n)).where(n > 1, g["val_se"].first())
+                cols.append("val_se")
+    if bounds:
+        flags = summary(df, bounds, fraction).set_index("run_id")["at_bound"]
+        runs["at_bound"] = flags.reindex(runs.index)
+
+        def count(v):
+            tags = [t for f in v.dropna() for t in f.split(", ") if t]
+            return ", ".join(f"{t} {tags.count(t)}/{len(v)}" for t in dict.fromkeys(tags))
+
+        out["at_bound"] = runs.groupby(["subject", "optimizer"])["at_bound"].agg(count)
+        cols.append("at_bound")
     if truth:
         b = best(df, by="run_id").set_index("run_id")
         runs["recovery"] = recovery_error(b, truth).reindex(runs.index)
@@ -698,7 +830,8 @@ def analyze(df: pd.DataFrame, tol: float = 0.05, truth: Mapping[str, Any] | None
 
 _HEADERS = {"n_seeds": "seeds", "best": "best loss", "reached": "reached", "sims_to_target": "sims→{tol}",
             "wall_s_to_target": "wall→{tol}", "n_evals": "evals", "n_sims": "sims", "best_loss": "best loss",
-            "best_eval": "at", "val_mean": "val loss", "test_mean": "test loss"}
+            "best_eval": "at", "val_mean": "val loss", "test_mean": "test loss", "val": "val loss ± se",
+            "at_bound": "at bound"}
 
 
 def _fmt_seconds(s: float) -> str:
@@ -751,7 +884,8 @@ def _abbreviate(values: list[str], width: int) -> list[str]:
 def format_table(df: pd.DataFrame, width: int = 80, min_text: int = 8) -> str:
     """A plain-text table of ``df`` (e.g. :func:`analyze`'s) that fits ``width`` characters.
 
-    ``best_mean``/``best_sd`` become one "mean ± sd" column; numbers get 4 significant digits,
+    ``best_mean``/``best_sd`` become one "mean ± sd" column, ``val_mean``/``val_se`` one
+    "mean ± se" column; numbers get 4 significant digits,
     wall times a unit, never-reached targets "never"; a repeated first column is blanked. When too
     wide, the columns wrap into blocks that each repeat the leading text columns (up to 3, the row
     keys); text is shortened (an ellipsis placed to keep values apart, down to ``min_text``) where
@@ -762,13 +896,17 @@ def format_table(df: pd.DataFrame, width: int = 80, min_text: int = 8) -> str:
             _fmt(m, "best_mean") + ("" if pd.isna(s) else f" ± {s:.2g}")
             for m, s in zip(df["best_mean"], df["best_sd"])])
         df = df.drop(columns=["best_mean", "best_sd"])
+    if {"val_mean", "val_se"} <= set(df.columns):  # validated loss ± its standard error
+        df.insert(list(df.columns).index("val_mean"), "val", [
+            _fmt(m, "val_mean") + ("" if pd.isna(e) else f" ± {e:.2g}") for m, e in zip(df["val_mean"], df["val_se"])])
+        df = df.drop(columns=["val_mean", "val_se"])
     names = list(df.columns)
     if not names:
         return ""
     tol = f"{df.attrs.get('tol', 0.05):.0%}"
     headers = [_HEADERS.get(c, c).format(tol=tol) for c in names]
     cells = [[_fmt(v, c) for v in df[c].tolist()] for c in names]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) or c == "best" for c in names]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) or c in ("best", "val") for c in names]
     if cells[0] and not numeric[0]:  # blank repeats of the grouping column
         cells[0] = [v if i == 0 or v != cells[0][i - 1] else "" for i, v in enumerate(cells[0])]
     widths = [max([len(h)] + [len(v) for v in col]) for h, col in zip(headers, cells)]

@@ -114,3 +114,32 @@ def test_lane_matmul_equals_numpy(dtype, lanes, m, k):
     ref = C.astype(np.float64) @ X.astype(np.float64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_matvec_equals_lane_matmul_per_lane(dtype):
+    """The one-lane network sum (column_matvec on C transposed) is, bit for bit, each lane of the
+    register-blocked lane_matmul: the tiled kernel then gives a batch element the same results
+    whatever its tile width."""
+    from raybrain._fastmath import column_matvec, lane_matmul
+
+    rng = np.random.default_rng(3)
+    n, lanes = 83, 8  # n not a multiple of the row block: the remainder rows are covered too
+    C = rng.uniform(0, 0.02, (n, n)).astype(dtype)
+    X = rng.uniform(0, 1, (n, lanes)).astype(dtype)
+    mm = lane_matmul(lanes, 4)
+
+    @njit
+    def both(C, X, out, CT, col, one):
+        mm(C, X, out)
+        for l in range(X.shape[1]):
+            for j in range(X.shape[0]):
+                col[j] = X[j, l]
+            column_matvec(CT, col, one[l])
+
+    out = np.empty((n, lanes), dtype)
+    one = np.empty((lanes, n), dtype)
+    both(C, X, out, np.ascontiguousarray(C.T), np.empty(n, dtype), one)
+    np.testing.assert_array_equal(one.T, out)
+    ref = C.astype(np.float64) @ X.astype(np.float64)
+    np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-13)

@@ -166,7 +166,8 @@ def _tiny(**over):
          "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}, {"duration": 43.2, "dt": 0.08}],
                         "burn_in": 0.0, "noise": "common", "backend": "auto"},
          "optimizers": [{"name": "cmaes", "population": POP}, {"name": "random", "population": POP}],
-         "budget": {"evaluations": BUDGET}, "seeds": [1], "validation": {"top": TOP},
+         "budget": {"evaluations": BUDGET}, "seeds": [1],
+         "validation": {"top": TOP, "profile": {"points": 0}},  # no profile: the holdout is one request per run
          "resources": {"cpu": 1, "gpu": 0.25}}
     d.update(over)
     return ExperimentConfig.model_validate(d)

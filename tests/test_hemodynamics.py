@@ -66,6 +66,36 @@ def test_rest_is_a_fixed_point(convention, constants):
     assert bold_signal(1.0, 1.0, V0, k1, k2, k3, one) == 0.0
 
 
+@pytest.mark.parametrize("convention", ["rates", "time_constants"])
+@pytest.mark.parametrize("constants", ["friston2003", "heinzle3t"])
+def test_steady_state_of_a_constant_input_is_a_fixed_point(convention, constants):
+    bw = BalloonWindkessel(convention, constants)
+    x = np.array([[0.0, 0.05, 0.164757, 0.5, 1.0]])
+    s, f, v, q = bw.steady_state(x)
+    # the right-hand sides of the equations (module docstring), written out here, vanish
+    kappa, gamma, tau, alpha, rho = bw.kappa, bw.gamma, bw.tau, bw.alpha, bw.rho
+    np.testing.assert_allclose(x - kappa * s - gamma * (f - 1), 0.0, atol=1e-15)
+    np.testing.assert_allclose(s, 0.0, atol=0)
+    np.testing.assert_allclose((f - v ** (1 / alpha)) / tau, 0.0, atol=1e-14)
+    np.testing.assert_allclose((f * (1 - (1 - rho) ** (1 / f)) / rho - q * v ** (1 / alpha - 1)) / tau, 0.0, atol=1e-14)
+    assert f[0, 0] == 1.0 and v[0, 0] == 1.0 and q[0, 0] == pytest.approx(1.0, rel=1e-15)  # rest for x = 0
+    assert np.all(np.diff(f[0]) > 0)  # more input, more inflow
+    # initial_state with the input: the same state, per (B, N), in the requested precision
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-6)):
+        state = bw.initial_state(2, 5, dtype=dtype, x=x.astype(dtype))
+        for a, b in zip(state, (s, f, v, q)):
+            assert a.dtype == dtype and a.shape == (2, 5)
+            np.testing.assert_allclose(a, np.broadcast_to(b, (2, 5)), rtol=2e-7 if dtype == np.float32 else 1e-15)
+        # held at its input for 60 s of 1 ms Euler steps, the state does not move
+        c = bw.coefficients(dtype)
+        out = state
+        xin = np.broadcast_to(x, (2, 5)).astype(dtype)
+        for _ in range(60000):
+            out = bw_step(*out, xin, dtype(1e-3), *c[:6], c[10], np.exp, np.log)
+        for a, b in zip(out, state):
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
 @functools.lru_cache(maxsize=None)
 def _step_response(convention, dt=1e-3, T=12.0, amp=0.1):
     K = int(round(T / dt))

@@ -74,7 +74,7 @@ def test_fused_matches_array_float64(sc, sc2, params, two_subjects):
     np.testing.assert_array_equal(fused.times, ref.times)
     assert fused.bold.shape == ref.bold.shape == (B, 2, N_REG)
     assert fused.bold.dtype == np.float64
-    assert np.all(np.abs(ref.bold) > 0)  # BOLD moved away from rest
+    assert np.all(np.abs(ref.bold) > 0)  # BOLD away from rest (the Balloon starts at its steady state)
     assert _max_rel(fused.bold, ref.bold) < 1e-12
     assert set(fused.means) == set(ref.means) == {"S_E", "S_I", "r_E"}
     for k in ref.means:
@@ -82,11 +82,12 @@ def test_fused_matches_array_float64(sc, sc2, params, two_subjects):
     assert not fused.diverged.any() and not ref.diverged.any()
     # FIC holds the rates near 3 Hz; the batch elements differ from each other
     assert np.all(np.abs(ref.means["r_E"] - 3.06) < 1.5)
-    assert _max_rel(ref.bold[0], ref.bold[2]) > 1e-3
+    # (the Balloon starts at its steady state, so over 0.7 s BOLD moves by ~1e-3 of its level)
+    assert _max_rel(ref.bold[0], ref.bold[2]) > 1e-4
     if two_subjects:
         # element 1 uses connectome 1: it differs from the same parameters on connectome 0
         one = Simulation("rww", sc, _pick(params, [1, 3]), EQUIV.replace(fused="never"), streams=[1, 3]).run()
-        assert _max_rel(one.bold[0], ref.bold[1]) > 1e-6
+        assert _max_rel(one.bold[0], ref.bold[1]) > 1e-8  # the equality tolerance is 1e-12
 
 
 def test_fused_matches_array_float32(sc, params):
@@ -190,7 +191,7 @@ def test_reproducible_and_batch_independent(sc, params, fused):
         np.testing.assert_allclose(alone.bold[0], a.bold[k], rtol=1e-12, atol=0)
         for m in a.means:
             np.testing.assert_allclose(alone.means[m][0], a.means[m][k], rtol=1e-12, atol=0)
-        assert _max_rel(alone.bold[0], a.bold[(k + 1) % B]) > 1e-3
+        assert _max_rel(alone.bold[0], a.bold[(k + 1) % B]) > 1e-6  # the equality tolerance is 1e-12
     # the position in the batch does not matter (same batch size): bit for bit
     rev = Simulation("rww", sc, _pick(params, slice(None, None, -1)), s, streams=np.arange(B)[::-1]).run()
     np.testing.assert_array_equal(rev.bold[::-1], a.bold)

@@ -148,7 +148,7 @@ def test_fic_fixed_point_is_reached_in_simulation(sc_hcp):
     B = len(G)
     I_Es, r_Es, S_Es, _, _ = fic_fixed_point(1.0)
     S_Is = np.array([fic_fixed_point(w)[4] for w in w_EI])
-    settings = SimulationSettings(duration=2.0, dt=1e-4, tr=0.5, dtype="float64", hemodynamics="none",
+    settings = SimulationSettings(duration=2.0, burn_in=0.0, dt=1e-4, tr=0.5, dtype="float64", hemodynamics="none",
                                   fused="never")
     sim = Simulation("rww", sc_hcp, dict(G=G, w_EE=w_EE, w_EI=w_EI, sigma=0.0), settings)
     # independent w_IE (Demirtas 2019 closed form)
@@ -177,7 +177,7 @@ def test_fic_fixed_point_is_reached_in_simulation(sc_hcp):
 # -- Hopf ----------------------------------------------------------------------------------------
 
 def _hopf_run(a, omega, duration=120.0):
-    settings = SimulationSettings(duration=duration, dt=0.01, tr=0.1, bold_dt=0.01, hemodynamics="none",
+    settings = SimulationSettings(duration=duration, burn_in=0.0, dt=0.01, tr=0.1, bold_dt=0.01, hemodynamics="none",
                                   dtype="float64")
     N = 3
     sc = np.ones((N, N)) - np.eye(N)

@@ -125,7 +125,7 @@ def test_killed_worker_nodes_lose_no_evaluation(tmp_path):
         assert len(first) == BUDGET, (spec.run_id, len(first))
     # none twice
     held = after[after["phase"] != "train"]
-    assert not held.duplicated(["run_id", "phase", "generation", "source_eval"]).any()
+    assert not held.duplicated(["run_id", "phase", "generation", "source_eval", "profile_param", "profile_step"]).any()
     assert not train.duplicated(["run_id", "generation", "fidelity", "G", "sigma"]).any()
     # nothing recorded before a kill was lost or changed
     for name in ("before1", "before2"):

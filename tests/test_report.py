@@ -179,7 +179,8 @@ def test_simulated_seconds_count_burn_in_fresh_rungs_and_continuations(study):
     burn = cfg.simulation.burn_in
     for run_id, rows in df.groupby("run_id"):
         fresh = rows["new_sims"] > 0
-        expect = fresh.sum() * burn + rows.loc[fresh, "sim_seconds"].sum() + (~fresh).sum() * (hi - lo)
+        sims = rows["new_sims"]  # held-out rows: validation.repeats (3) simulations each
+        expect = ((rows["sim_seconds"] + burn) * sims)[fresh].sum() + (rows["repeats"][~fresh] * (hi - lo)).sum()
         assert rows["cum_sim_s"].max() == pytest.approx(expect)
         if "cmaes-sh" in run_id:  # halving: 4 fresh short rungs and 2 continued ones per generation
             train = rows[rows["phase"] == "train"]
@@ -287,6 +288,202 @@ def test_page_renders_in_headless_chromium(study, tmp_path):
     assert console == []
 
 
+# ------------------------------------------- what the figures say (hand-written results, no Ray)
+def write_runs(root, runs, subjects=("s1", "s2"), ei=None, validation=False, test=False, gens=2, pop=3):
+    """Results written directly: ``runs`` {optimizer: number of seeds}; each run ``gens`` training
+    generations of ``pop`` candidates, optionally an ``ei_ratio`` per record (``ei(rng)``), one
+    validation record and one test record per run."""
+    w = R.ResultsWriter(root, "shown")
+    rng = np.random.default_rng(1)
+
+    def rec(**kw):
+        r = {"G": rng.uniform(0, 1), "sigma": rng.uniform(0, 1), "loss": rng.uniform(0.2, 1.0), "valid": True,
+             "repeats": 1, "sim_seconds": 10.0, "wall_s": 0.1, "new_sims": 1}
+        if ei is not None:
+            r["ei_ratio"] = float(ei(rng))
+        return {**r, **kw}
+
+    for s in subjects:
+        for opt, n in runs.items():
+            for seed in range(n):
+                run = f"{s}__{opt}__seed{seed}"
+                meta = {"mode": "population", "subject": s, "optimizer": opt, "seed": seed, "fidelity": 0,
+                        "duration": 10.0, "dt": 0.01}
+                for gen in range(gens):
+                    w.write_generation(run, gen, [rec() for _ in range(pop)], meta)
+                for phase, on in (("validation", validation), ("test", test)):
+                    if on:
+                        w.write_generation(run, 0, [rec(source_eval=0)], {**meta, "phase": phase, "fidelity": -1})
+    return R.load(root)
+
+
+def said(secs) -> str:
+    """Every caption, text and note of the report's sections, and its h3 titles, as one string."""
+    return "\n".join(str(x) for s in secs for b in s.blocks for x in (b.caption, b.content if isinstance(b.content, str)
+                                                                      else ""))
+
+
+def gids(ax, gid, kind=None) -> list:
+    return [a for a in ax.get_children() if a.get_gid() == gid and (kind is None or isinstance(a, kind))]
+
+
+def legend_colours(fig) -> dict:
+    """label -> RGBA of every entry of the figure's (and its axes') legends."""
+    from matplotlib.colors import to_rgba
+
+    out = {}
+    for leg in list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]:
+        for h, t in zip(leg.legend_handles, leg.get_texts()):
+            if hasattr(h, "get_offsets"):  # scatter
+                c = h.get_facecolor()[0]
+            elif hasattr(h, "get_marker"):  # line or marker
+                c = h.get_markerfacecolor() if h.get_marker() not in (None, "None", "") else h.get_color()
+            else:  # bar
+                c = h.get_facecolor()
+            out[t.get_text()] = to_rgba(c)
+    return out
+
+
+def test_boxes_only_over_five_points_else_points(tmp_path):
+    """cmaes has 6 runs per subject (12 in all: a box), random 2 (4: points only); per subject
+    (6 vs 2 runs) the holdout figure and the rank panel follow the same rule."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.lines import Line2D
+
+    res = write_runs(tmp_path, {"cmaes": 6, "random": 2}, validation=True)
+    fig = report.final_fit(res)
+    left = fig.axes[0]
+    boxes = gids(left, "box", Line2D)
+    assert len(boxes) == 1  # cmaes only
+    order = [t.get_text() for t in left.get_xticklabels()]
+    x = boxes[0].get_xdata()
+    assert (min(x) + max(x)) / 2 == pytest.approx(order.index("cmaes"))
+    pts = gids(left, "points", PathCollection)
+    assert sum(len(p.get_offsets()) for p in pts) == 16  # every run a point, boxed or not
+    assert "boxes where ≥ 5" in left.get_title()
+    rank = fig.axes[1]  # 2 subjects per optimizer: no box at all
+    assert gids(rank, "box") == [] and sum(len(p.get_offsets()) for p in gids(rank, "points")) == 4
+    h = report.holdout(res)
+    for ax in h.axes[:2]:
+        assert len(gids(ax, "box")) == 1
+    one = write_runs(tmp_path / "few", {"cmaes": 2, "random": 2}, subjects=("s1",), validation=True)
+    assert all(gids(ax, "box") == [] for f in (report.final_fit(one), report.holdout(one)) for ax in f.axes)
+    assert "too few for boxes" in report.final_fit(one).axes[0].get_title()
+
+
+def test_over_seeds_only_when_there_are_seeds(tmp_path):
+    one = write_runs(tmp_path / "one", {"cmaes": 1, "random": 1, "de": 1}, subjects=("s1", "s2", "s3"))
+    two = write_runs(tmp_path / "two", {"cmaes": 2, "random": 2, "de": 2}, subjects=("s1", "s2", "s3"))
+    assert report.figures.seeds(one) == 1 and report.figures.seeds(two) == 2
+    t1 = report.convergence(one).get_suptitle()
+    assert "over seeds" not in t1 and "a single seed" in t1
+    assert "median and IQR over seeds" in report.convergence(two).get_suptitle()
+    s1 = said(report.sections(tmp_path / "one", one, simulate=False)[0])
+    s2 = said(report.sections(tmp_path / "two", two, simulate=False)[0])
+    assert "seeds" not in s1.replace("a single seed", "")  # nothing over seeds: one run each
+    assert "one run (one seed) per subject and optimizer" in s1 and "best loss of the one run each" in s1
+    assert "median over seeds" in s2 and "mean best loss over seeds" in s2 and "mean and sd over seeds" in s2
+    assert report.convergence(one, x="wall").axes[0].get_xlabel() == "simulation wall time (s), compile excluded"
+
+
+def test_no_test_loss_said_without_a_test_split(tmp_path):
+    val = write_runs(tmp_path / "val", {"cmaes": 1, "random": 1}, validation=True)
+    both = write_runs(tmp_path / "both", {"cmaes": 1, "random": 1}, validation=True, test=True)
+    f = report.holdout(val)
+    assert [ax.get_title() for ax in f.axes] == ["training (best)", "validation (winner)"]
+    assert "test" not in f.get_suptitle()
+    secs = report.sections(tmp_path / "val", val, simulate=False)[0]
+    fit = next(s for s in secs if s.id == "final-fit")
+    cap = next(b.caption for b in fit.blocks if b.name == "holdout")
+    assert "test" not in cap and "validation loss of its winner" in cap
+    assert "Held-out validation" in [b.content for b in fit.blocks if b.kind == "h3"]
+    assert [ax.get_title() for ax in report.holdout(both).axes][-1] == "test (winner)"
+    fit = next(s for s in report.sections(tmp_path / "both", both, simulate=False)[0] if s.id == "final-fit")
+    assert "the winner's test loss" in next(b.caption for b in fit.blocks if b.name == "holdout")
+    assert "Held-out validation and test" in [b.content for b in fit.blocks if b.kind == "h3"]
+
+
+def test_one_colour_per_optimizer_in_every_figure_with_a_legend(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    opts = {"cmaes": 2, "de": 2, "random": 2, "tpe": 2}
+    res = write_runs(tmp_path, opts, ei=lambda rng: rng.uniform(2, 5), validation=True)
+    ref = {k: to_rgba(v) for k, v in report.figures.colours(list(opts)).items()}
+    assert report.figures.colours(["tpe", "random", "de", "cmaes"]) == report.figures.colours(list(opts))
+    # the holdout figure of a subset keeps the experiment's colours (the full results' optimizers)
+    sub = R.Results(res.evaluations[~((res.evaluations["phase"] != "train") & (res.evaluations["optimizer"] == "de"))],
+                    res.runs, None)
+    figs = {"convergence": report.convergence(res), "final_fit": report.final_fit(res), "holdout": report.holdout(sub),
+            "parameters": report.parameters(res), "landscape": report.landscape(res), "ei": report.ei_ratio(res)}
+    for name, fig in figs.items():
+        got = legend_colours(fig)
+        shown = [o for o in opts if o != "de"] if name == "holdout" else list(opts)
+        for o in shown:
+            assert o in got, (name, o)
+            assert got[o] == pytest.approx(ref[o]), (name, o)
+        for s in set(got) & {"s1", "s2"}:  # subjects: grey markers, never an optimizer's colour
+            assert got[s][0] == got[s][1] == got[s][2], (name, s)
+    # final fit: a run's point has its optimizer's colour (not its subject's)
+    ax = figs["final_fit"].axes[0]
+    order = [t.get_text() for t in ax.get_xticklabels()]
+    for p in gids(ax, "points"):
+        x = int(round(p.get_offsets()[0][0]))
+        assert tuple(p.get_facecolors()[0][:3]) == pytest.approx(ref[order[x]][:3])
+
+
+def test_fc_matrices_name_regions_and_mark_hemispheres():
+    from raybrain.data import load_subject
+    from raybrain.report.brains import Brain, hemispheres
+
+    hemi = hemispheres(load_subject("hcp/101309").labels)  # AAL2: interleaved L/R
+    assert list(hemi[:4]) == ["L", "R", "L", "R"] and (hemi == "L").sum() == (hemi == "R").sum() == 40
+    labels = ("A_L", "A_R", "B_L", "B_R", "C_L", "C_R")
+    rng = np.random.default_rng(0)
+    fc = np.corrcoef(rng.normal(size=(6, 50)))
+
+    def brain(labels):
+        return Brain(subject="s1", optimizer="cmaes", run_id="r", params={"G": 1.0}, fitted_loss=0.5, loss=0.5,
+                     duration=10.0, seed=0, fc_emp=fc, fc_sim=fc, labels=labels)
+
+    fig = report.brains([brain(labels)])
+    emp = fig.axes[0]
+    assert [t.get_text() for t in emp.get_yticklabels()] == ["A_L", "B_L", "C_L", "A_R", "B_R", "C_R"]
+    assert [t.get_text() for t in emp.get_xticklabels()] == ["left hemisphere", "right hemisphere"]
+    lines = gids(emp, "hemisphere")
+    assert len(lines) == 2 and all(np.allclose(np.ravel(ln.get_xdata() if ln.get_xdata()[0] == ln.get_xdata()[1]
+                                                         else ln.get_ydata()), 2.5) for ln in lines)
+    shown = emp.get_images()[0].get_array()
+    assert shown[0, 1] == pytest.approx(fc[0, 2]) and shown[0, 3] == pytest.approx(fc[0, 1])  # A_L–B_L, A_L–A_R
+    bare = report.brains([brain(None)]).axes[0]
+    assert gids(bare, "hemisphere") == [] and "hemispheres unknown" in bare.get_xlabel()
+    assert bare.get_images()[0].get_array()[0, 1] == pytest.approx(fc[0, 1])  # the subject's order
+
+
+def test_ei_constant_under_fic_is_said_and_per_region_otherwise(tmp_path):
+    from raybrain.report.brains import Brain
+
+    flat = write_runs(tmp_path / "flat", {"cmaes": 1, "random": 1}, ei=lambda rng: 4.19 + rng.uniform(0, 0.005))
+    with pytest.raises(report.NothingToShow, match="E/I is constant under FIC.*E/I = mean S_E / mean S_I = 4.19"):
+        report.ei_ratio(flat, fic=True)
+    labels = ("A_L", "A_R", "B_L", "B_R")
+    fits = [Brain(subject=s, optimizer=o, run_id="r", params={}, fitted_loss=0.5, loss=0.5, duration=10.0, seed=0,
+                  fc_emp=np.eye(4), fc_sim=np.eye(4), labels=labels, ei=np.array([1.0, 2.0, 3.0, 4.0]) * k)
+            for k, (s, o) in enumerate([("s1", "cmaes"), ("s2", "random")], start=1)]
+    # no FIC: plotted, per region (hemisphere order), one line per re-simulated fit in its optimizer's colour
+    fig = report.ei_ratio(flat, fits=fits, fic=False)
+    lines = gids(fig.axes[1], "ei-region")
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[1].get_ydata(), [2.0, 6.0, 4.0, 8.0])
+    col = report.figures.optimizer_colours(flat)
+    assert [ln.get_color() for ln in lines] == [col["cmaes"], col["random"]]
+    assert len(gids(fig.axes[1], "hemisphere")) == 1
+    # FIC, but the regions differ (a regional w_EI): plotted
+    assert len(report.ei_ratio(flat, fits=fits, fic=True).axes) == 2
+    varied = write_runs(tmp_path / "varied", {"cmaes": 1}, ei=lambda rng: rng.uniform(2, 6))
+    assert len(report.ei_ratio(varied, fic=True).axes) == 1
+
+
+
 # ------------------------------------------------------------- hand-written results, no Ray
 def test_regional_parameters_and_a_binned_landscape_from_written_results(tmp_path):
     """Results written directly (no simulation): a regional parametrisation (w_EE[i] and G), so the
@@ -316,3 +513,25 @@ def test_regional_parameters_and_a_binned_landscape_from_written_results(tmp_pat
     assert "no validation or test phase" in secs["final-fit"]
     assert "no experiment.json" in secs["brains"] and 'id="fig-parameters"' in secs["brains"]
     assert "no synthetic subjects" in secs["recovery"] and 'id="fig-landscape"' in secs["landscape"]
+
+
+def test_validated_comparison_ties_bounds_and_profiles_in_the_report(tmp_path):
+    """The final-fit section carries the noise-aware ranking (ties said, the training/validation
+    disagreement said), the fits on a bound and the identifiability profiles; its CSV tables are
+    the ones raybrain.report.noise computes."""
+    from test_noise_stats import write_study
+
+    from raybrain.report import noise as NZ
+
+    res = write_study(tmp_path)
+    index = report.build(tmp_path, tmp_path / "report", simulate=False)
+    fit = sections_of(index.read_text())["final-fit"]
+    assert 'id="table-validated-ranking">' in fit and 'id="fig-cd-diagram">' in fit and 'id="fig-profiles">' in fit
+    assert "tied for the lowest validated loss" in fit and "order DISAGREE" in fit
+    assert "G is within 2% of its upper bound" in fit and "PROFILE sigma: UNIDENTIFIED" in fit
+    got = table(index, "validated-ranking")
+    want = NZ.ranking(res)
+    assert got["optimizer"].tolist() == want["optimizer"].tolist() == ["B", "A", "C"]
+    np.testing.assert_allclose(got["val_mean"], want["val_mean"])
+    assert table(index, "identifiability").set_index("param")["verdict"].to_dict() == {"G": "one-sided",
+                                                                                      "sigma": "unidentified"}

@@ -32,7 +32,8 @@ def test_round_trip_schema_and_values(tmp_path):
                        {**META, "fidelity": 1, "duration": 600.0, "node": "node-b"})
     df = R.load(tmp_path).evaluations
     assert list(df.columns) == (list(R.HEAD) + ["G", "sigma", "loss", "fc_corr", "fcd_ks"] + list(R.TAIL)
-                                + ["rate_min", "rate_max", "repeats", "sim_seconds"])
+                                + ["rate_min", "rate_max", "repeats", "sim_seconds",
+                                   "loss_se", "profile_param", "profile_step"])  # kept even when null
     assert R.param_columns(df) == ["G", "sigma"]
     assert df["experiment"].tolist() == ["exp1"] * 3
     assert df["run_id"].tolist() == ["hcp/101309|cmaes|seed3"] * 3

@@ -45,6 +45,7 @@ TRIAL = [("random", "fifo", 2), ("grid", "fifo", 2), ("tpe", "asha", 1), ("optun
          ("bayesopt", "hyperband", 2)]
 GRID_TRIAL = 2  # trial-mode grid: 2 x 2 = 4 trials (a Tune grid_search runs every point)
 TOP = 2         # validation.top: best training candidates re-simulated per run
+PROFILE = 1 + 2 * 2 * 2  # validation.profile rows per run (default points 2; G and sigma; plus the winner)
 
 
 def experiment(name, storage, optimizers, budget=BUDGET, fidelities=FIDELITIES, **over):
@@ -214,6 +215,41 @@ def test_holdout_resimulates_the_best_candidates_and_picks_a_winner(study):
         assert row["val_mean"] == pytest.approx(mine["val_loss"].mean())
 
 
+def test_holdout_repeats_give_standard_errors_and_the_winner_is_profiled(study):
+    """Validation uses validation.repeats (default 3, whatever simulation.repeats) and records the
+    standard error of each mean; the winner is profiled: each parameter moved 2 steps of 5 % of its
+    range each side (clipped to the bounds), the others at the fit, and the recorded losses are
+    those of re-simulating the same points with the profile's seed."""
+    from raybrain.search.tune import _objective, holdout_seed
+
+    cfg, root, errors, res = study
+    df = res.evaluations
+    assert cfg.simulation.repeats == 1 and cfg.validation.repeats == 3
+    val = df[df["phase"] == "validation"]
+    assert (val["repeats"] == 3).all() and (val["loss_se"] >= 0).all() and (val["loss_se"] > 0).any()
+    runs = res.runs.set_index("run_id")
+    text = cfg.model_dump_json()
+    for i, spec in enumerate(cfg.runs()):
+        prof = df[(df["run_id"] == spec.run_id) & (df["phase"] == "profile")].sort_values("generation", kind="stable")
+        winner = val[(val["run_id"] == spec.run_id) & (val["source_eval"] == runs.loc[spec.run_id, "winner_eval"])]
+        fit = winner[["G", "sigma"]].to_numpy()[0]
+        assert len(prof) == PROFILE and (prof["source_eval"] == runs.loc[spec.run_id, "winner_eval"]).all()
+        for r in prof.itertuples():
+            want = fit.copy()
+            if r.profile_step:
+                j = ["G", "sigma"].index(r.profile_param)
+                lo, hi = BOUNDS[r.profile_param]
+                want[j] = np.clip(fit[j] + r.profile_step * 0.05 * (hi - lo), lo, hi)
+            else:
+                assert pd.isna(r.profile_param)
+            np.testing.assert_allclose([r.G, r.sigma], want, rtol=0, atol=1e-12)
+        if i == 0:  # the records are those of the profile's points simulated with the profile's seed
+            again = _objective(text, spec.subject, "validation").evaluate(
+                prof[["G", "sigma"]].to_numpy(), seed=holdout_seed(spec.seed, "profile", 0), repeats=3)
+            np.testing.assert_allclose([a["loss"] for a in again], prof["loss"], rtol=1e-12)
+            np.testing.assert_allclose([a["loss_se"] for a in again], prof["loss_se"], rtol=1e-12)
+
+
 def test_asha_stops_poor_trials_at_the_first_rung(study):
     """t-tpe runs one trial at a time (seeded TPE, common noise), so which trials ASHA stops is
     fixed: some stop at 21.6 s, the others go on to 43.2 s. ASHA's rule (reduction factor 2: a
@@ -318,7 +354,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(ray_local, tmp_path):
                                                            validation={"top": TOP})))
     assert errors == 0
     full = R.load(full_root).evaluations
-    assert len(full) == 3 * (RESUME_BUDGET + TOP)
+    assert len(full) == 3 * (RESUME_BUDGET + TOP + PROFILE)
 
     path = tmp_path / "cut.yaml"
     path.write_text(yaml.safe_dump(experiment("resume", tmp_path / "cut", RESUME_OPTS, budget=RESUME_BUDGET,
@@ -466,7 +502,7 @@ def test_population_runs_through_the_coalescing_evaluator_give_the_same_records(
         frames.append(R.load(root).evaluations.sort_values(["run_id", "eval_index"]).reset_index(drop=True))
     cols = ["run_id", "phase", "generation", "fidelity", "eval_index", "G", "sigma", "loss", "valid"]
     pd.testing.assert_frame_equal(frames[0][cols], frames[1][cols], check_exact=True)
-    assert len(frames[1]) == 2 * (BUDGET + TOP)
+    assert len(frames[1]) == 2 * (BUDGET + TOP + PROFILE)
 
 
 # -- trials lost with their node -------------------------------------------------------------------
@@ -533,7 +569,7 @@ def test_every_results_file_has_the_experiments_schema(study):
     schema = R.read_schema(root)
     assert schema == R.Schema(["G", "sigma"], ["fc_corr", "fc_corr_cost"])
     files = sorted((root / "evaluations").rglob("*.parquet"))
-    assert {f.name.split("-")[0] for f in files} == {"gen", "validation"}
+    assert {f.name.split("-")[0] for f in files} == {"gen", "validation", "profile"}
     assert {pq.read_schema(f).remove_metadata() for f in files} == {schema.arrow()}
     raw = pd.read_parquet(root / "evaluations")
     assert list(raw.columns) == schema.columns and len(raw) == len(res.evaluations)

@@ -5,7 +5,7 @@ scan's repetition time TR (s), optional regional BOLD (T, N) and region labels. 
 features are computed on demand and cached:
 
 * ``fc()``: Pearson correlation of the regional BOLD series (``raybrain.features.fc``);
-* ``fcd_distribution(window, step)``: upper triangle (k = 1) of the FCD matrix of sliding-window
+* ``fcd_distribution(window, step, segment)``: upper triangle (k = 1) of the FCD matrix of sliding-window
   FCs (Hansen et al. 2015; ``raybrain.features.fcd_distribution``).
 
 A *group* subject (see ``raybrain.data.group_average``) has no BOLD of its own; it keeps its
@@ -163,29 +163,45 @@ class Subject:
             self._cache["fc"] = _readonly(out)
         return self._cache["fc"]
 
-    def fcd_distribution(self, window: int, step: int) -> np.ndarray:
-        """Empirical FCD distribution (1-D, sorted), cached per (window, step).
+    def fcd_distribution(self, window: int, step: int, segment: int | None = None) -> np.ndarray:
+        """Empirical FCD distribution (1-D, sorted), cached per (window, step, segment).
 
         Single subject: the upper triangle (k = 1) of the FCD matrix of sliding windows of
         ``window`` frames every ``step`` frames (Hansen et al. 2015;
-        ``raybrain.features.fcd_distribution``). Group: the members' distributions pooled
+        ``raybrain.features.fcd_distribution``). ``segment`` (frames): the recording is cut into
+        floor(T / segment) non-overlapping segments of that length and their distributions pooled
+        (``raybrain.features.segmented_fcd_distribution``), so that a simulation of ``segment``
+        frames is compared with an FCD of the same length; None (or a segment not shorter than
+        the recording) uses the whole recording. Group: the members' distributions pooled
         (concatenated) and sorted, so a KS distance against it compares with the whole group.
         """
-        key = ("fcd", window, step)
+        seg = None if segment is None or (self.n_frames is not None and int(segment) >= self.n_frames) \
+            else int(segment)
+        key = ("fcd", window, step, seg)
         if key not in self._cache:
             self._need_functional("FCD")
             if self.members:
-                parts = [m.fcd_distribution(window, step) for m in self.members]
+                parts = [m.fcd_distribution(window, step, seg) for m in self.members]
                 out = np.sort(np.concatenate(parts))
             else:
-                validate.check_fcd_window(
-                    self.n_frames, window, step, source=self.source if self.source != _ARGS else "bold"
-                )
+                source = self.source if self.source != _ARGS else "bold"
+                validate.check_fcd_window(self.n_frames, window, step, source=source)
+                if seg is not None:
+                    validate.check_fcd_window(seg, window, step, source=f"{source} (segments of {seg} frames)")
                 from raybrain import features
 
-                out = np.asarray(features.fcd_distribution(self.bold, int(window), int(step)), dtype=np.float64)
+                out = np.asarray(features.segmented_fcd_distribution(self.bold, int(window), int(step), seg),
+                                 dtype=np.float64)
             self._cache[key] = _readonly(out)
         return self._cache[key]
+
+    @property
+    def min_frames(self) -> int | None:
+        """The shortest recording's number of frames (a group: over its members); None without BOLD."""
+        if self.members:
+            n = [m.min_frames for m in self.members]
+            return None if any(v is None for v in n) else min(n)
+        return self.n_frames
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", f"n_regions={self.n_regions}"]

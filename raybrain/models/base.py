@@ -78,6 +78,12 @@ class Model:
     def initial_state(self, batch: int, n: int, xp=np, dtype=np.float64) -> tuple:
         return tuple(xp.full((batch, n), sv.initial, dtype=dtype) for sv in self.state_variables)
 
+    def fixed_point(self, params: Mapping[str, Any], sc_row_sum, xp=np, **kw) -> tuple | None:
+        """The state variables at the model's fixed point for prepared ``params`` (arrays
+        broadcastable to ``(B, N)``), where it is known in closed form; ``None`` otherwise (the
+        simulation then starts from each state variable's ``initial``)."""
+        return None
+
     def drift(self, state: tuple, p: Mapping[str, Any], coupling) -> tuple:  # pragma: no cover
         raise NotImplementedError
 

@@ -122,6 +122,20 @@ class ReducedWongWang(Model):
             p["w_IE"] = fic_w_IE(p, sc_row_sum, xp=xp)
         return p
 
+    def fixed_point(self, p, sc_row_sum, xp=np, phi=phi):
+        """With FIC on, the fixed point FIC puts every region at (module docstring): ``S^E_*`` from
+        ``I^E_*``, and ``S^I_*`` from the balance of the excitatory current with the network input
+        ``G J S^E_* Σ_j C_ij``, ``S^I_* = (W_E I_0 + w^{EE} J S^E_* + G J S^E_* Σ_j C_ij - I^E_*) / w^{IE}``
+        (equal to FIC's ``τ_I H_I(I^I_*)`` for the ``w_IE`` it set). A simulation started there has
+        no start-up transient. ``None`` with FIC off (no closed form)."""
+        if not self.fic:
+            return None
+        I_Es = fic_target_current(p)
+        x = p["tau_E"] * p["gamma"] * transfer(I_Es, p["a_E"], p["b_E"], p["d_E"], phi=phi)
+        S_Es = x / (1.0 + x)
+        num = p["W_E"] * p["I0"] + p["w_EE"] * p["J_NMDA"] * S_Es + p["G"] * p["J_NMDA"] * S_Es * sc_row_sum - I_Es
+        return S_Es, num / p["w_IE"]
+
     def drift(self, state, p, coupling):
         S_E, S_I = state
         _, _, r_E, r_I = currents_and_rates(

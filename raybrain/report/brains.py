@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class Brain:
     fcd_sim: np.ndarray | None = None
     record: dict[str, Any] = field(default_factory=dict)  # Objective.evaluate's record
     regional: dict[str, np.ndarray] = field(default_factory=dict)  # model parameters per region
+    labels: tuple[str, ...] | None = None  # region names (the subject's), None when unknown
+    ei: np.ndarray | None = None  # E/I per region (time-mean S_E / S_I), None without E and I populations
 
     @property
     def fc_corr(self) -> float:
@@ -57,6 +60,36 @@ class Brain:
         if self.fcd_sim is None or self.fcd_emp is None:
             return float("nan")
         return float(F.ks_distance(np.asarray(self.fcd_sim, float), np.asarray(self.fcd_emp, float)))
+
+
+_LEFT = re.compile(r"(^(L|lh|Left|left)[_\s.-])|([_\s.-](L|lh|Left|left)$)|([_\s.-]lh[_\s.-])")
+_RIGHT = re.compile(r"(^(R|rh|Right|right)[_\s.-])|([_\s.-](R|rh|Right|right)$)|([_\s.-]rh[_\s.-])")
+
+
+def hemispheres(labels) -> np.ndarray | None:
+    """``"L"`` / ``"R"`` per region from region names that say it (``Precentral_L``, ``lh-insula``,
+    ``Right Amygdala``, ``ctx-rh-insula``, ...; ``""`` for a name that says neither, e.g. the vermis), or None when
+    there are no labels or no name says left or right."""
+    if not labels:
+        return None
+    out = np.array(["L" if _LEFT.search(str(x)) else "R" if _RIGHT.search(str(x)) else "" for x in labels])
+    return out if (out == "L").any() and (out == "R").any() else None
+
+
+def region_order(labels, n: int) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """A display order of ``n`` regions: the left hemisphere, then the right, then the rest (each
+    in the subject's order) when the labels say which is which; else the subject's order. Also
+    the blocks ``(name, start, stop)`` in that order (empty when the hemispheres are unknown)."""
+    hemi = hemispheres(labels)
+    if hemi is None or len(hemi) != n:
+        return np.arange(n), []
+    order, blocks = [], []
+    for h, name in (("L", "left"), ("R", "right"), ("", "other")):
+        idx = np.flatnonzero(hemi == h)
+        if len(idx):
+            blocks.append((name, len(order), len(order) + len(idx)))
+            order.extend(idx.tolist())
+    return np.array(order), blocks
 
 
 def load_experiment(path):
@@ -132,18 +165,25 @@ def resimulate(path, res=None, *, subjects=None, max_duration: float = DEFAULT_M
         fc_sim = np.asarray(F.fc(bold), dtype=float)
         n_frames = bold.shape[0]
         fcd_sim = fcd_emp = None
-        if n_frames >= sim.window + sim.step:
-            fcd_sim = np.asarray(F.fcd_distribution(bold, sim.window, sim.step), dtype=float)
-        if obj.target.has_fcd:
-            fcd_emp = obj.target.fcd_dist
-        else:
+        # FCDs of matched lengths, as the objective scores them (segments of the shorter recording)
+        seg = min(n_frames, obj.subject.min_frames or n_frames)
+        if seg >= sim.window + sim.step and obj.subject.has_functional:
+            fcd_sim = np.asarray(F.segmented_fcd_distribution(bold, sim.window, sim.step, seg), dtype=float)
             try:
-                fcd_emp = obj.subject.fcd_distribution(sim.window, sim.step)
+                fcd_emp = obj.subject.fcd_distribution(sim.window, sim.step, seg)
             except ValueError:
                 fcd_emp = None
+        means = getattr(obj.last_result, "means", None) or {}
+        ei = None
+        if "S_E" in means and "S_I" in means:
+            s_e = _asnumpy(means["S_E"]).astype(float).reshape(-1, fc_sim.shape[0]).mean(axis=0)
+            s_i = _asnumpy(means["S_I"]).astype(float).reshape(-1, fc_sim.shape[0]).mean(axis=0)
+            ei = np.asarray(F.ei_ratio(s_e, s_i), dtype=float)
+        labels = getattr(obj.subject, "labels", None)
         out.append(Brain(subject=subject, optimizer=str(row["optimizer"]), run_id=str(row["run_id"]),
                          params=params, fitted_loss=float(row["loss"]), loss=float(rec["loss"]),
                          duration=float(n_frames * tr), seed=int(seed), fc_emp=np.asarray(obj.target.fc, float),
                          fc_sim=fc_sim, fcd_emp=None if fcd_emp is None else np.asarray(fcd_emp, float),
-                         fcd_sim=fcd_sim, record=rec, regional=regional_values(cfg, subject, params)))
+                         fcd_sim=fcd_sim, record=rec, regional=regional_values(cfg, subject, params),
+                         labels=tuple(labels) if labels is not None else None, ei=ei))
     return out

@@ -32,11 +32,39 @@ def _figure(n_panels: int, ncols: int = 3, w: float = 4.3, h: float = 3.3, **kw)
 
 
 def colours(labels: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per optimizer label (tab10, then tab20)."""
+    """A fixed colour per optimizer label (tab10, then tab20), by the label's place in the sorted
+    set of ``labels``: pass every optimizer of the experiment (:func:`optimizer_colours`) and a
+    figure that shows only some of them still gives each its experiment-wide colour."""
     from matplotlib import colormaps
 
+    labels = sorted({str(x) for x in labels})
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+
+
+def optimizer_colours(res) -> dict[str, tuple]:
+    """The colour of each optimizer of ``res``, the same in every figure of the report."""
+    return colours(S.optimizers(res))
+
+
+def _optimizer_handles(opts: Sequence[str], col: dict) -> tuple[list, list]:
+    """Legend entries (coloured dots) for the optimizers ``opts``."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], marker="o", ls="", color=col[o]) for o in opts], list(opts)
+
+
+def seeds(res) -> int:
+    """The most runs (seeds) any subject × optimizer has among the top-fidelity training results:
+    1 means every point is a single run, so nothing in the report is "over seeds"."""
+    rb = S.run_best(res)
+    return int(rb.groupby(["subject", "optimizer"]).size().max()) if not rb.empty else 0
+
+
+def has_test(res) -> bool:
+    """Whether the results hold a test phase (``subjects.split`` with test subjects)."""
+    df = S.as_results(res).evaluations
+    return "phase" in df and bool((df["phase"] == "test").any())
 
 
 def _legend(fig, handles_labels, ncol=None):
@@ -61,8 +89,9 @@ def _shown(items: list, limit: int, what: str) -> tuple[list, str]:
 def convergence(res, x: str = "sims", burn_in: float = 0.0, max_subjects: int = MAX_PANELS - 1) -> Figure:
     """Best training loss so far (top fidelity) against cost ``x`` ("sims": simulations started,
     "wall": simulator wall time, "sim_seconds": simulated seconds, see :mod:`raybrain.report.stats`),
-    per optimizer: median over seeds (line) and interquartile band. First panel: every subject
-    pooled, as the relative excess over each subject's best loss; then one panel per subject."""
+    per optimizer: median over seeds (line) and interquartile band (a single seed: the run itself,
+    no band). First panel: every subject pooled, as the relative excess over each subject's best
+    loss (median and band over every subject's runs); then one panel per subject."""
     table = S.convergence_table(res, x, burn_in)
     if table.empty:
         raise NothingToShow("no training evaluation with a finite loss at the top fidelity")
@@ -71,7 +100,7 @@ def convergence(res, x: str = "sims", burn_in: float = 0.0, max_subjects: int = 
     panels = ["pooled"] + subs
     fig, axes = _figure(len(panels))
     opts = S.optimizers(res)
-    col = colours(opts)
+    col = optimizer_colours(res)
     for ax, subject in zip(axes, panels):
         t = table[table["subject"] == subject]
         for opt in opts:
@@ -94,71 +123,119 @@ def convergence(res, x: str = "sims", burn_in: float = 0.0, max_subjects: int = 
         ax.set_xlabel(S.X_AXES[x][1])
         ax.grid(alpha=0.3)
     _legend(fig, axes[0].get_legend_handles_labels())
-    fig.suptitle(f"Convergence: best training loss (top fidelity) vs {S.X_AXES[x][1]}; "
-                 f"median and IQR over seeds{note}", fontsize="medium")
+    n_seeds = seeds(res)
+    what = ("median and IQR over seeds" if n_seeds > 1 else
+            "one run per subject and optimizer (a single seed)") + "; pooled: over every subject's runs"
+    fig.suptitle(f"Convergence: best training loss (top fidelity) vs {S.X_AXES[x][1]}; {what}{note}",
+                 fontsize="medium")
     return fig
 
 
 # --------------------------------------------------------------------------------- final fit
-def _strip(ax, groups: list[np.ndarray], point_colours=None, seed: int = 0):
-    """Box per group (no outliers) and one jittered point per value; ``point_colours[i]``: a
-    colour per value of group i."""
+MIN_BOX = 5  # a box (median, quartiles, whiskers) only over at least this many points; fewer: points only
+SUBJECT_MARKERS = "osD^vP<>hX"
+
+
+def _strip(ax, groups: list[np.ndarray], point_colours=None, point_markers=None, seed: int = 0,
+           min_box: int = MIN_BOX) -> int:
+    """One jittered point per value and, over a group of at least ``min_box`` finite values, a box
+    (no outliers): a box over fewer points would pretend to a distribution. ``point_colours[i]`` /
+    ``point_markers[i]``: a colour / marker per value of group i. Returns the number of boxes.
+    Boxes carry the gid ``"box"``, the point collections ``"points"``."""
     rng = np.random.default_rng(seed)
-    data = [np.asarray(g, float)[np.isfinite(np.asarray(g, float))] for g in groups]
-    ax.boxplot([d if len(d) else [np.nan] for d in data], positions=np.arange(len(data)), widths=0.55,
-               showfliers=False, medianprops={"color": "k"}, boxprops={"color": "0.4"},
-               whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
-    for i, d in enumerate(groups):
-        d = np.asarray(d, float)
+    data = [np.asarray(g, float) for g in groups]
+    finite = [d[np.isfinite(d)] for d in data]
+    boxed = [i for i, d in enumerate(finite) if len(d) >= min_box]
+    if boxed:
+        bp = ax.boxplot([finite[i] for i in boxed], positions=boxed, widths=0.55, showfliers=False,
+                        manage_ticks=False, medianprops={"color": "k"}, boxprops={"color": "0.4"},
+                        whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
+        for line in bp["boxes"]:
+            line.set_gid("box")
+    for i, d in enumerate(data):
         if not len(d):
             continue
         c = list(point_colours[i]) if point_colours is not None else ["C0"] * len(d)
-        ax.scatter(i + rng.uniform(-0.18, 0.18, len(d)), d, s=16, c=c, alpha=0.8, zorder=3, edgecolors="none")
+        mk = list(point_markers[i]) if point_markers is not None else ["o"] * len(d)
+        x = i + rng.uniform(-0.18, 0.18, len(d))
+        for m in dict.fromkeys(mk):
+            sel = [k for k, v in enumerate(mk) if v == m]
+            sc = ax.scatter(x[sel], d[sel], s=18, c=[c[k] for k in sel], marker=m, alpha=0.85, zorder=3,
+                            edgecolors="none")
+            sc.set_gid("points")
+    ax.set_xlim(-0.6, len(data) - 0.4)
+    return len(boxed)
+
+
+def _subject_markers(subs: Sequence[str]) -> dict[str, str]:
+    """A marker per subject (all dots past :data:`SUBJECT_MARKERS`' length)."""
+    return {s: (SUBJECT_MARKERS[k] if len(subs) <= len(SUBJECT_MARKERS) else "o") for k, s in enumerate(subs)}
+
+
+def _with_subjects(handles_labels, subs: Sequence[str], smk: dict) -> tuple[list, list]:
+    """Legend entries plus one grey marker per subject (when every subject has its own marker)."""
+    from matplotlib.lines import Line2D
+
+    hs, ls = list(handles_labels[0]), list(handles_labels[1])
+    if 1 < len(subs) <= len(SUBJECT_MARKERS):
+        hs += [Line2D([], [], marker=smk[s], ls="", color="0.35") for s in subs]
+        ls += list(subs)
+    return hs, ls
+
+
+def _points_said(groups: list[np.ndarray], what: str, min_box: int = MIN_BOX) -> str:
+    """A phrase for a title: what the points are, and where there are boxes."""
+    n = [int(np.isfinite(np.asarray(g, float)).sum()) for g in groups]
+    if n and min(n) >= min_box:
+        return f"box and one point per {what}"
+    if any(k >= min_box for k in n):
+        return f"one point per {what}; boxes where ≥ {min_box}"
+    return f"one point per {what}, too few for boxes"
 
 
 def final_fit(res) -> Figure:
-    """Left: the best training loss of every run, per optimizer (box over all runs, one point per
-    run coloured by subject). Right: each optimizer's rank on each subject (by the mean over seeds;
-    1 = best), the numbers the Friedman test ranks."""
+    """Left: the best training loss of every run, per optimizer (one point per run, coloured by
+    optimizer, its marker the subject; a box where an optimizer has at least :data:`MIN_BOX`
+    runs). Right: each optimizer's rank on each subject (by the mean over seeds where there are
+    several; 1 = best), the numbers the Friedman test ranks."""
     rb = S.run_best(res)
     if rb.empty:
         raise NothingToShow("no training evaluation with a finite loss at the top fidelity")
     rank = S.ranking(res)
     order = [o for o in rank["optimizer"] if o in set(rb["optimizer"])]
     subs = S.subjects(res)
-    scol = colours(subs) if len(subs) <= 20 else {s: "C0" for s in subs}
+    col = optimizer_colours(res)
+    smk = _subject_markers(subs)
     fig, (a1, a2) = _figure(2, ncols=2, w=max(4.3, 0.8 * len(order) + 2))
     groups = [rb.loc[rb["optimizer"] == o, "best"].to_numpy(float) for o in order]
-    pc = [[scol[s] for s in rb.loc[rb["optimizer"] == o, "subject"]] for o in order]
-    _strip(a1, groups, point_colours=pc)
+    pm = [[smk[s] for s in rb.loc[rb["optimizer"] == o, "subject"]] for o in order]
+    _strip(a1, groups, point_colours=[[col[o]] * len(g) for o, g in zip(order, groups)], point_markers=pm)
     a1.set_ylabel("best training loss (top fidelity)")
-    a1.set_title("best loss per run", fontsize="medium")
+    a1.set_title(f"best loss per run ({_points_said(groups, 'run')})", fontsize="medium")
     m = S.score_matrix(res)
     if not m.empty:
         ranks = m.rank(axis=1, method="average")
-        _strip(a2, [ranks[o].to_numpy(float) if o in ranks else np.array([]) for o in order],
-               point_colours=[[scol[s] for s in ranks.index] for _ in order], seed=1)
+        rg = [ranks[o].to_numpy(float) if o in ranks else np.array([]) for o in order]
+        _strip(a2, rg, point_colours=[[col[o]] * len(g) for o, g in zip(order, rg)],
+               point_markers=[[smk[s] for s in ranks.index] for _ in order], seed=1)
         a2.set_ylabel("rank on subject (1 = best)")
         a2.invert_yaxis()
-        a2.set_title(f"rank per subject ({len(m)} with every optimizer)", fontsize="medium")
+        by = "mean over seeds" if seeds(res) > 1 else "one run each"
+        a2.set_title(f"rank per subject ({len(m)} with every optimizer; {by})", fontsize="medium")
     else:
         a2.text(0.5, 0.5, "no subject has a result for every optimizer", ha="center", va="center",
                 transform=a2.transAxes)
     for ax in (a1, a2):
         ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right")
         ax.grid(alpha=0.3, axis="y")
-    if len(subs) <= 20:
-        from matplotlib.lines import Line2D
-
-        hs = [Line2D([], [], marker="o", ls="", color=scol[s]) for s in subs]
-        _legend(fig, (hs, subs))
+    _legend(fig, _with_subjects(_optimizer_handles(order, col), subs, smk))
     fig.suptitle("Final fit: optimizers ordered by mean rank", fontsize="medium")
     return fig
 
 
 def holdout(res) -> Figure:
     """Per optimizer, the runs' best training loss next to the validation loss of their winner
-    (fresh noise, the validation targets) and its test loss (where a test phase exists)."""
+    (fresh noise, the validation targets) and its test loss (only where a test phase exists)."""
     h = S.holdout(res)
     if h.empty:
         raise NothingToShow("no validation or test phase in these results (validation.top: 0)")
@@ -166,42 +243,97 @@ def holdout(res) -> Figure:
     if h["test_loss"].notna().any():
         phases.append(("test_loss", "test (winner)"))
     order = [o for o in S.optimizers(res) if o in set(h["optimizer"])]
-    col = colours(S.optimizers(res))
+    col = optimizer_colours(res)
+    subs = S.subjects(res)
+    smk = _subject_markers(subs)
     fig, axes = _figure(len(phases), ncols=3, w=max(3.6, 0.7 * len(order) + 1.6))
+    said = ""
     for ax, (c, title) in zip(axes, phases):
         vals = [h.loc[h["optimizer"] == o, c].to_numpy(float) for o in order]
-        _strip(ax, vals, point_colours=[[col[o]] * len(v) for o, v in zip(order, vals)])
+        _strip(ax, vals, point_colours=[[col[o]] * len(v) for o, v in zip(order, vals)],
+               point_markers=[[smk.get(s, "o") for s in h.loc[h["optimizer"] == o, "subject"]] for o in order])
+        said = said or _points_said(vals, "run")
         ax.set_title(title, fontsize="medium")
         ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right")
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("loss")
-    fig.suptitle("Held-out losses per run", fontsize="medium")
+    _legend(fig, _with_subjects(_optimizer_handles(order, col), subs, smk))
+    what = "training, validation and test" if len(phases) == 3 else "training and validation"
+    fig.suptitle(f"Held-out losses per run: {what} ({said})", fontsize="medium")
     return fig
 
 
 # ----------------------------------------------------------------------------- fitted brains
-def brains(fits: list, max_subjects: int = 8) -> Figure:
+def _region_axes(ax, labels, n: int, blocks, names: bool = True, y: bool = True) -> None:
+    """Label a region-indexed panel drawn in the display order of
+    :func:`raybrain.report.brains.region_order`: lines at the hemisphere boundaries (gid
+    ``"hemisphere"``; on x, and on y when ``y``), the hemispheres named on the x axis, and, when
+    ``names`` and ``y``, one y tick per region with its name."""
+    from .brains import region_order
+
+    order, _ = region_order(labels, n)
+    for _, _, stop in blocks[:-1]:
+        ax.axvline(stop - 0.5, color="k", lw=1.2, gid="hemisphere")
+        if y:
+            ax.axhline(stop - 0.5, color="k", lw=1.2, gid="hemisphere")
+    centres = [(a + b - 1) / 2 for _, a, b in blocks]
+    if y:
+        if labels is not None and names:
+            ax.set_yticks(np.arange(n), [str(labels[k]) for k in order], fontsize=max(2.5, min(7.0, 330.0 / n)))
+        elif blocks:
+            ax.set_yticks(centres, [nm for nm, _, _ in blocks], rotation=90, va="center", fontsize="small")
+            ax.set_ylabel("region")
+        else:
+            ax.set_ylabel("region")
+    if blocks:
+        ax.set_xticks(centres, [f"{nm} hemisphere" for nm, _, _ in blocks], fontsize="small")
+        ax.set_xlabel("regions: " + ", ".join(f"{nm} {b - a}" for nm, a, b in blocks))
+    elif labels is None:
+        ax.set_xlabel("region (the subject's order; no region names, hemispheres unknown)")
+    else:
+        ax.set_xlabel("region (the subject's order; its names do not say the hemisphere)")
+
+
+def brains(fits: list, max_subjects: int = 8, optimizers: Sequence[str] | None = None) -> Figure:
     """For each re-simulated best fit (:func:`raybrain.report.brains.resimulate`): empirical FC,
-    simulated FC (with their correlation) and both FCD distributions (with their KS distance)."""
+    simulated FC (with their correlation) and both FCD distributions (with their KS distance; the
+    simulated one in the colour of the optimizer that found the fit, over ``optimizers``: every
+    optimizer of the experiment, default those of ``fits``). FC regions are ordered left
+    hemisphere, then right, with the boundary drawn, when the subject's region names say which is
+    which; with names, every region is labelled."""
+    from .brains import region_order
+
     if not fits:
         raise NothingToShow("no subject was simulated")
     fits = fits[:max_subjects]
-    fig = Figure(figsize=(13, 3.7 * len(fits) + 0.4), layout="constrained")
+    col = colours(optimizers if optimizers is not None else [b.optimizer for b in fits])
+    n_max = max(b.fc_emp.shape[0] for b in fits)
+    labelled = any(getattr(b, "labels", None) is not None for b in fits)
+    # named regions: matrices large enough for one name per row (and saved at a higher resolution)
+    row_h = 3.7 if not labelled else max(4.6, min(8.0, 0.07 * n_max + 1.0))
+    fig = Figure(figsize=(13 if not labelled else 2.45 * row_h + 2.9, row_h * len(fits) + 0.4),
+                 layout="constrained")
     FigureCanvasAgg(fig)
+    if labelled:
+        fig.report_dpi = 160  # raybrain.report.html saves it at this resolution
     rows = fig.subfigures(len(fits), 1, squeeze=False)[:, 0]
     for sf, b in zip(rows, fits):
-        a_emp, a_sim, a_fcd = sf.subplots(1, 3)
-        off = ~np.eye(b.fc_emp.shape[0], dtype=bool)
+        a_emp, a_sim, a_fcd = sf.subplots(1, 3, width_ratios=[1, 1, 0.8] if not labelled else [1, 1, 0.55])
+        n = b.fc_emp.shape[0]
+        labels = getattr(b, "labels", None)
+        labels = labels if labels is not None and len(labels) == n else None
+        order, blocks = region_order(labels, n)
+        off = ~np.eye(n, dtype=bool)
         vals = np.concatenate([b.fc_emp[off], b.fc_sim[off]])
         vals = vals[np.isfinite(vals)]
         lim = float(np.percentile(np.abs(vals), 99)) if vals.size else 1.0
         lim = lim if lim > 0 else 1.0
         for ax, m, title in ((a_emp, b.fc_emp, "empirical FC"),
                              (a_sim, b.fc_sim, f"simulated FC (r = {b.fc_corr:.2f})")):
-            im = ax.imshow(np.where(off, m, np.nan), vmin=-lim, vmax=lim, cmap="RdBu_r", interpolation="nearest")
+            shown = np.where(off, m, np.nan)[np.ix_(order, order)]
+            im = ax.imshow(shown, vmin=-lim, vmax=lim, cmap="RdBu_r", interpolation="nearest")
             ax.set_title(title, fontsize="medium")
-            ax.set_xlabel("region")
-            ax.set_ylabel("region")
+            _region_axes(ax, labels, n, blocks, names=ax is a_emp)
         sf.colorbar(im, ax=[a_emp, a_sim], shrink=0.8, label="FC (Pearson r)")
         if b.fcd_emp is not None or b.fcd_sim is not None:
             bins = np.linspace(-1, 1, 61)
@@ -209,8 +341,8 @@ def brains(fits: list, max_subjects: int = 8) -> Figure:
                 a_fcd.hist(b.fcd_emp, bins=bins, density=True, histtype="step", color="k", lw=1.5,
                            label="empirical")
             if b.fcd_sim is not None:
-                a_fcd.hist(b.fcd_sim, bins=bins, density=True, histtype="stepfilled", color="C1", alpha=0.5,
-                           label="simulated")
+                a_fcd.hist(b.fcd_sim, bins=bins, density=True, histtype="stepfilled", color=col.get(b.optimizer, "0.5"),
+                           alpha=0.5, label=f"simulated ({b.optimizer})")
             ks = b.fcd_ks
             a_fcd.set_title("FCD distribution" + ("" if math.isnan(ks) else f" (KS = {ks:.2f})"),
                             fontsize="medium")
@@ -225,6 +357,13 @@ def brains(fits: list, max_subjects: int = 8) -> Figure:
         sf.suptitle(f"{b.subject}: best fit by {b.optimizer} ({p}); loss {b.fitted_loss:.3g} in the search, "
                     f"{b.loss:.3g} simulated again for {b.duration:g} s", fontsize="medium")
     return fig
+
+
+def _subject_styles(subs: Sequence[str]) -> dict[str, dict]:
+    """Line styles per subject in greys (dash patterns), so no subject takes an optimizer's colour."""
+    dashes = ["-", "--", ":", "-."]
+    return {s: {"color": str(round(0.55 * (k // len(dashes)) / max(1, (len(subs) - 1) // len(dashes)), 2)),
+                "ls": dashes[k % len(dashes)]} for k, s in enumerate(subs)}
 
 
 def parameters(res, bounds=None, regional: dict | None = None, max_subjects: int = 30) -> Figure:
@@ -251,7 +390,7 @@ def parameters(res, bounds=None, regional: dict | None = None, max_subjects: int
     subs, snote = _shown(list(fits["subject"]), max_subjects, "subjects")
     fig, axes = _figure(n, ncols=3, w=max(4.3, 0.35 * len(subs) + 2))
     opts = S.optimizers(res)
-    col = colours(opts)
+    col = optimizer_colours(res)
     xs = np.arange(len(subs))
     f = fits.set_index("subject").loc[subs]
     for ax, p in zip(axes, scalars_shown):
@@ -268,11 +407,12 @@ def parameters(res, bounds=None, regional: dict | None = None, max_subjects: int
         ax.grid(alpha=0.3, axis="y")
     k = len(scalars_shown)
     lines_subs = subs[:8]
+    sty = _subject_styles(list(dict.fromkeys(lines_subs + [s for s in (regional or {})])))
     for ax, (base, items) in zip(axes[k:], groups.items()):
         items = sorted(items)
         idx = [i for i, _ in items]
         for s in lines_subs:
-            ax.plot(idx, f.loc[s, [c for _, c in items]].astype(float).to_numpy(), lw=1, label=s)
+            ax.plot(idx, f.loc[s, [c for _, c in items]].astype(float).to_numpy(), lw=1, label=s, **sty[s])
         ax.set_title(f"{base} per region (best fit)", fontsize="medium")
         ax.set_xlabel("region")
         ax.grid(alpha=0.3)
@@ -280,7 +420,7 @@ def parameters(res, bounds=None, regional: dict | None = None, max_subjects: int
     for ax, name in zip(axes[k + len(groups):], derived):
         for s, maps in (regional or {}).items():
             if name in maps:
-                ax.plot(np.arange(len(maps[name])), maps[name], lw=1, label=s)
+                ax.plot(np.arange(len(maps[name])), maps[name], lw=1, label=s, **sty[s])
         ax.set_title(f"{name} per region (derived from the best fit)", fontsize="medium")
         ax.set_xlabel("region")
         ax.grid(alpha=0.3)
@@ -291,31 +431,87 @@ def parameters(res, bounds=None, regional: dict | None = None, max_subjects: int
     return fig
 
 
-def ei_ratio(res, max_subjects: int = 30) -> Figure:
-    """The E/I ratio (mean S_E / mean S_I over regions) of each subject's best fit (bar) and of
-    each optimizer's best fit (dots)."""
-    fits = S.fitted_parameters(res)
-    if fits.empty:
+EI_CONSTANT = 0.02  # E/I whose relative range over every fit and region is below this counts as constant
+
+
+def ei_ratio(res, max_subjects: int = 30, fits: list | None = None, fic: bool | None = None,
+             tol: float = EI_CONSTANT) -> Figure:
+    """Left: the E/I ratio (mean over regions of time-mean S_E / time-mean S_I) of each subject's
+    best fit (bar) and of each optimizer's best fit (dots). Right, given ``fits`` (the re-simulated
+    best fits, :func:`raybrain.report.brains.resimulate`): E/I per region of each subject's best
+    fit, regions ordered by hemisphere where the names say it.
+
+    ``fic``: the model uses feedback inhibition control (the reduced Wong-Wang default), which sets
+    ``w_IE`` per region so the excitatory rate sits at its target: that fixes S_E, and unless the
+    fit moves the inhibitory population (``w_EI``, ...) S_I too, so E/I is a constant of the model.
+    When it is (relative range over every top-fidelity evaluation and every re-simulated region
+    below ``tol``) this raises :class:`NothingToShow` saying so, with the value, instead of
+    plotting a constant."""
+    fitted = S.fitted_parameters(res)
+    if fitted.empty:
         raise NothingToShow("no training evaluation with a finite loss at the top fidelity")
-    if "ei_ratio" not in fits or not np.isfinite(fits["ei_ratio"].astype(float)).any():
+    if "ei_ratio" not in fitted or not np.isfinite(fitted["ei_ratio"].astype(float)).any():
         raise NothingToShow("the model reports no E/I ratio (it has no excitatory and inhibitory "
                             "populations, e.g. hopf)")
+    df = S.as_results(res).evaluations
+    top = S.top_fidelity(df)
+    every = top["ei_ratio"].astype(float).to_numpy() if "ei_ratio" in top else np.array([])
+    every = every[np.isfinite(every)]
+    regional = [b for b in (fits or []) if getattr(b, "ei", None) is not None][:max_subjects]
+    reg = np.concatenate([np.asarray(b.ei, float) for b in regional]) if regional else np.array([])
+    reg = reg[np.isfinite(reg)]
+    both = np.concatenate([every, reg])
+    mean = float(np.mean(both)) if both.size else float("nan")
+    spread = float((both.max() - both.min()) / abs(mean)) if both.size and mean else float("inf")
+    if fic and spread < tol:
+        params = ", ".join(R.param_columns(df))
+        where = f"{len(every)} evaluations" + (" and every region of the re-simulated best fits" if reg.size else "")
+        raise NothingToShow(
+            f"E/I is constant under FIC, so it is not plotted: feedback inhibition control sets w_IE in every "
+            f"region so that the excitatory population fires at its target rate (about 3 Hz), which fixes S_E; "
+            f"the fitted parameters ({params}) leave the inhibitory population where it is, so every fit has "
+            f"E/I = mean S_E / mean S_I = {mean:.4g} (range {both.min():.4g} to {both.max():.4g}, "
+            f"a spread of {spread:.2%}, over {where}). It varies only where a fit moves the inhibitory population "
+            f"(e.g. a regional w_EI).")
     per_opt = S.optimizer_fits(res)
-    subs, note = _shown(list(fits["subject"]), max_subjects, "subjects")
-    fig, (ax,) = _figure(1, w=max(5.0, 0.4 * len(subs) + 2.5))
+    subs, note = _shown(list(fitted["subject"]), max_subjects, "subjects")
+    n_panels = 2 if regional else 1
+    fig, axes = _figure(n_panels, ncols=2, w=max(5.0, 0.4 * len(subs) + 2.5) if not regional else 6.5)
+    ax = axes[0]
     xs = np.arange(len(subs))
-    f = fits.set_index("subject").loc[subs]
+    f = fitted.set_index("subject").loc[subs]
     ax.bar(xs, f["ei_ratio"].astype(float), color="0.8", edgecolor="k", width=0.6, label="best over optimizers")
     opts = S.optimizers(res)
-    col = colours(opts)
-    for opt in opts:
+    col = optimizer_colours(res)
+    for k, opt in enumerate(opts):  # side by side, so equal values do not hide each other
         po = per_opt[per_opt["optimizer"] == opt].set_index("subject").reindex(subs)
-        ax.scatter(xs, po["ei_ratio"].astype(float), color=col[opt], s=16, zorder=3, label=opt)
+        ax.scatter(xs + (k - (len(opts) - 1) / 2) * 0.5 / max(len(opts), 1), po["ei_ratio"].astype(float),
+                   color=col[opt], s=16, zorder=3, label=opt)
     ax.set_xticks(xs, subs, rotation=45, ha="right", fontsize="small")
     ax.set_xlim(-0.5 - max(0.0, (4 - len(subs)) / 2), len(subs) - 0.5 + max(0.0, (4 - len(subs)) / 2))
     ax.set_ylabel("E/I ratio (mean S_E / mean S_I)")
+    ax.set_title("mean over regions, per subject", fontsize="medium")
     ax.grid(alpha=0.3, axis="y")
-    _legend(fig, ax.get_legend_handles_labels())
+    hs, ls = ax.get_legend_handles_labels()
+    if regional:
+        from .brains import region_order
+
+        ax = axes[1]
+        sty = _subject_styles([b.subject for b in regional])
+        n = len(regional[0].ei)
+        same = all(b.labels == regional[0].labels and len(b.ei) == n for b in regional)
+        labels = regional[0].labels if same else None
+        order, blocks = region_order(labels, n)
+        for b in regional:
+            e = np.asarray(b.ei, float)
+            ax.plot(np.arange(len(e)), e[order] if len(e) == n else e, lw=1.2, color=col.get(b.optimizer, "0.3"),
+                    ls=sty[b.subject]["ls"], label=f"{b.subject} ({b.optimizer})", gid="ei-region")
+        _region_axes(ax, labels, n, blocks, y=False)
+        ax.set_ylabel("E/I ratio (S_E / S_I)")
+        ax.set_title("per region, each subject's best fit simulated again", fontsize="medium")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="x-small", frameon=False)
+    _legend(fig, (hs, ls))
     fig.suptitle(f"E/I ratio of the fitted brains{note}", fontsize="medium")
     return fig
 
@@ -332,7 +528,7 @@ def recovery(res) -> Figure:
     truth = S.as_results(res).truth or {}
     bounds = truth.get("bounds", {})
     opts = [o for o in S.optimizers(res) if o in set(t["optimizer"])]
-    col = colours(S.optimizers(res))
+    col = optimizer_colours(res)
     fig, axes = _figure(len(names) + 1, ncols=3)
     for ax, n in zip(axes, names):
         for o in opts:
@@ -355,8 +551,9 @@ def recovery(res) -> Figure:
     ax.set_ylabel("recovery error (RMS, fraction of range)")
     ax.set_title("recovery error per run", fontsize="medium")
     ax.grid(alpha=0.3, axis="y")
-    _legend(fig, axes[0].get_legend_handles_labels())
-    fig.suptitle(f"Parameter recovery on synthetic subjects{note}", fontsize="medium")
+    _legend(fig, _optimizer_handles(opts, col))
+    fig.suptitle(f"Parameter recovery on synthetic subjects ({_points_said(vals, 'run')}){note}",
+                 fontsize="medium")
     return fig
 
 
@@ -384,7 +581,7 @@ def landscape(res, params: tuple[str, str] | None = None, subjects: Sequence[str
         raise NothingToShow("; ".join(dict.fromkeys(reasons)))
     fig, axes = _figure(len(maps), ncols=3, w=4.6, h=3.8)
     opts = S.optimizers(r)
-    col = colours(opts)
+    col = optimizer_colours(r)
     markers = "osD^vP<>hX*"
     for ax, (s, m) in zip(axes, maps):
         p1, p2 = m["params"]
@@ -404,7 +601,7 @@ def landscape(res, params: tuple[str, str] | None = None, subjects: Sequence[str
         ax.scatter([b[p1]], [b[p2]], marker="*", s=150, color="gold", edgecolor="k", zorder=4, label="best")
         t = (truth.get("params") or {}).get(s)
         if t and p1 in t and p2 in t:
-            ax.scatter([t[p1]], [t[p2]], marker="X", s=110, color="red", edgecolor="w", zorder=4, label="truth")
+            ax.scatter([t[p1]], [t[p2]], marker="X", s=110, color="k", edgecolor="w", zorder=4, label="truth")
         ax.set_xlim(*_pad(*m["limits"][p1]))
         ax.set_ylim(*_pad(*m["limits"][p2]))
         ax.set_xlabel(p1)

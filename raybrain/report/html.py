@@ -29,9 +29,9 @@ DPI = 100
 #: every file a report may write besides index.html; a new build first removes the old ones (a figure
 #: with nothing to show this time must not survive from an earlier build)
 FIGURE_FILES = ("convergence-sims", "convergence-wall", "convergence-sim-seconds", "final-fit", "holdout", "brains",
-                "parameters", "ei-ratio", "recovery", "landscape")
+                "parameters", "ei-ratio", "recovery", "landscape", "cd-diagram", "profiles")
 TABLE_FILES = ("convergence-curves", "ranking", "friedman", "pairwise", "cost", "holdout", "brains", "parameters",
-               "recovery")
+               "recovery", "validated-ranking", "validated-pairs", "at-bound", "identifiability")
 
 
 # ------------------------------------------------------------------------------------ blocks
@@ -116,7 +116,7 @@ def table_html(df: pd.DataFrame, max_rows: int = 200, csv: str = "") -> str:
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=max(DPI, getattr(fig, "report_dpi", DPI)))  # a figure may ask for more
     return buf.getvalue()
 
 
@@ -210,6 +210,9 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
     burn_in = float(cfg.simulation.burn_in) if cfg is not None else 0.0
     bounds = _bounds(res, cfg)
     pct = f"{tol:.0%}"
+    # what the points are: "over seeds" only where a subject × optimizer has several runs
+    multi = FIG.seeds(res) > 1
+    over_seeds = "the mean over seeds of " if multi else ""
     out = [Section(i, t) for i, t in SECTIONS]
     conv, fit, brain, rec, land = out
 
@@ -219,14 +222,18 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
                     ("sim_seconds", "convergence-sim-seconds")):
         cap = {"sims": "Simulations started (cum_sims): a candidate simulated with R noise repeats counts R; "
                        "a rung that continued a cheaper rung's simulation counts 0.",
-               "wall": "Simulator wall time (cum_wall_s): the sum of the evaluations' wall_s over the run, "
-                       "cheaper fidelities included; queueing and optimizer time are not counted.",
+               "wall": "Simulation wall time (cum_wall_s): the sum of the evaluations' wall_s over the run, "
+                       "cheaper fidelities included; kernel compile and start-up (compile_s), queueing and "
+                       "optimizer time are not counted.",
                "sim_seconds": f"Simulated seconds: model time integrated, times noise repeats; a fresh "
                               f"simulation is charged its recorded BOLD seconds plus the burn-in "
                               f"({burn_in:g} s), a continued one only the seconds added to the rung below."}[x]
         conv.figure(name, lambda x=x: FIG.convergence(res, x, burn_in=burn_in),
-                    cap + " Lines: median over seeds of the best training loss so far at the top fidelity; "
-                    "bands: interquartile range (a run keeps its final best after it ends). The pooled panel "
+                    cap + (" Lines: median over seeds of the best training loss so far at the top fidelity; "
+                           "bands: interquartile range (a run keeps its final best after it ends)." if multi else
+                           " Lines: the best training loss so far at the top fidelity of the one run (one seed) "
+                           "per subject and optimizer, so the subject panels have no band.")
+                    + " The pooled panel (median and interquartile band over every subject's runs) "
                     "shows every subject's runs as the excess over that subject's best loss, relative to it "
                     f"(dashed: {pct}).")
         if x == "sims":
@@ -236,11 +243,15 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
     # final fit
     log("final fit")
     fit.figure("final-fit", lambda: FIG.final_fit(res),
-               "Left: each run's best training loss (top fidelity). Right: each optimizer's rank on each subject "
-               "with a result for every optimizer (mean best loss over seeds; 1 = best).")
+               "Left: each run's best training loss (top fidelity), one point per run (colour: optimizer, marker: "
+               "subject). Right: each optimizer's rank on each subject with a result for every optimizer ("
+               + ("by the mean best loss over seeds" if multi else "one run each, so one seed decides")
+               + "; 1 = best). "
+               f"Boxes (median, quartiles, whiskers to 1.5 IQR) only over at least {FIG.MIN_BOX} points; "
+               "smaller groups are shown as points only.")
     rank = S.ranking(res, tol)
-    fit.table("ranking", rank, "Ranking across subjects: mean_best/median_best over subjects of the mean over "
-              "seeds of each run's best loss; mean_rank over the subjects with every optimizer (1 = best); "
+    fit.table("ranking", rank, "Ranking across subjects: mean_best/median_best over subjects of "
+              f"{over_seeds}each run's best loss; mean_rank over the subjects with every optimizer (1 = best); "
               f"wins: subjects where it is best; reached: runs within {pct} of their subject's best; "
               "sims/wall_s_to_target: median over subjects of the median cost to get there.",
               empty="no training evaluation with a finite loss at the top fidelity")
@@ -248,7 +259,8 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
     r0 = fr.iloc[0]
     if np.isfinite(r0["statistic"]):
         fit.text(f"Friedman test over {r0['n_subjects']} subjects × {r0['n_optimizers']} optimizers "
-                 f"(mean best loss over seeds): χ² = {r0['statistic']:.4g}, p = {r0['p_value']:.3g}"
+                 f"({'mean best loss over seeds' if multi else 'best loss of the one run each'}): "
+                 f"χ² = {r0['statistic']:.4g}, p = {r0['p_value']:.3g}"
                  + (" (the optimizers differ at the 5 % level; the pairwise tests say which)." if r0["p_value"] < 0.05
                     else " (no evidence at the 5 % level that the optimizers differ; read the pairwise tests "
                          "with that in mind)."))
@@ -263,14 +275,18 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
                   + (f" With {n} subjects no pair can reach p < 0.05 (the smallest two-sided exact p is "
                      f"{2 / 2 ** n:.3g})." if n < 6 else ""))
     fit.h3(f"Cost to reach within {pct} of the best")
-    fit.table("cost", S.cost(res, tol), f"Per subject × optimizer over seeds (raybrain analyze): best loss mean and "
-              f"sd, runs that reached within {pct} of the subject's best loss (by any optimizer), and the median "
+    fit.table("cost", S.cost(res, tol), "Per subject × optimizer (raybrain analyze): best loss "
+              + ("mean and sd over seeds" if multi else "of the one run (one seed: no sd)")
+              + f", runs that reached within {pct} of the subject's best loss (by any optimizer), and the median "
               "simulations and wall time they took to get there (never: most runs did not).",
               empty="no training evaluation with a finite loss at the top fidelity")
-    fit.h3("Held-out validation and test")
+    test = FIG.has_test(res)  # no test split: no word of a test loss
+    fit.h3("Held-out validation and test" if test else "Held-out validation")
     if fit.figure("holdout", lambda: FIG.holdout(res),
-                  "Each run's best training loss, the validation loss of its winner (its best candidates simulated "
-                  "again with fresh noise on the validation targets) and the winner's test loss."):
+                  "Each run's best training loss and the validation loss of its winner (its best candidates "
+                  "simulated again with fresh noise on the validation targets)"
+                  + (" and the winner's test loss." if test else ".")
+                  + f" Boxes only over at least {FIG.MIN_BOX} runs; fewer are shown as points only."):
         h = S.holdout(res)
         fit.table("holdout", h.drop(columns=["test_loss"]) if h["test_loss"].isna().all() else h)
     # the fitted brains
@@ -288,11 +304,23 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
         except Exception as e:  # optional: a failure here must not cost the rest of the report
             print(f"raybrain report: re-simulation failed: {e!r}", file=sys.stderr)
             brain.note(f"re-simulation failed: {' '.join(str(e).split())[:300] or type(e).__name__}")
+    every = "over every optimizer and seed" if multi else "over every optimizer"
     if fits:
-        brain.figure("brains", lambda: FIG.brains(fits, max_subjects),
-                     f"Each subject's best candidate (over every optimizer and seed) simulated again with the "
+        from .brains import hemispheres
+
+        if any(hemispheres(b.labels) is not None for b in fits):
+            regions = ("FC regions are ordered left hemisphere, then right, as the region names say (black lines: "
+                       "the hemisphere boundary), each region named on the empirical FC's y axis.")
+        elif any(b.labels is not None for b in fits):
+            regions = "FC regions are in the subject's order, named on the empirical FC's y axis."
+        else:
+            regions = ("FC regions are in the subject's order: the subject has no region names, so no hemispheres "
+                       "are marked.")
+        brain.figure("brains", lambda: FIG.brains(fits, max_subjects, optimizers=S.optimizers(res)),
+                     f"Each subject's best candidate ({every}) simulated again with the "
                      f"experiment's objective at the top fidelity's dt, fresh noise (seed {seed}), for at most "
-                     f"{max_duration:g} s of BOLD; left: empirical and simulated FC; right: FCD distributions.")
+                     f"{max_duration:g} s of BOLD; left: empirical and simulated FC; right: FCD distributions (the "
+                     f"simulated one in the colour of the optimizer that found the fit). {regions}")
         brain.table("brains", pd.DataFrame([{
             "subject": b.subject, "optimizer": b.optimizer, "fitted_loss": b.fitted_loss, "loss": b.loss,
             "duration": b.duration, "fc_corr": b.fc_corr, "fcd_ks": b.fcd_ks,
@@ -301,7 +329,7 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
             "and FCD KS distance to the empirical features.")
     brain.h3("Fitted parameters")
     fp = S.fitted_parameters(res)
-    brain.table("parameters", fp, "Each subject's best fit over every optimizer and seed.",
+    brain.table("parameters", fp, f"Each subject's best fit {every}.",
                 empty="no training evaluation with a finite loss at the top fidelity")
     regional = {b.subject: b.regional for b in fits if b.regional}
     if not regional and cfg is not None and cfg.parametrisation.kind == "maps" and not fp.empty:
@@ -315,8 +343,20 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
                  "Bars: each subject's best fit; dots: each optimizer's best fit; y axes span the search range. "
                  "Regional parametrisations: the fitted value of each region.")
     brain.h3("E/I ratio")
-    brain.figure("ei-ratio", lambda: FIG.ei_ratio(res), "Mean S_E / mean S_I (averaged over regions) of each "
-                 "subject's best fit (bars) and each optimizer's (dots).")
+    try:  # FIC clamps the excitatory rate: E/I may be a constant of the model (then said, not plotted)
+        fic = bool(getattr(cfg.model.build(), "fic", False)) if cfg is not None else None
+    except Exception:
+        fic = None
+    regional_ei = any(getattr(b, "ei", None) is not None for b in fits)
+    brain.figure("ei-ratio", lambda: FIG.ei_ratio(res, fits=fits, fic=fic),
+                 "Left: time-mean S_E / time-mean S_I, averaged over regions, of each subject's best fit (bars) and "
+                 "each optimizer's (dots). "
+                 + ("Right: the same per region for each subject's best fit simulated again (colour: the optimizer "
+                    "that found it; line style: the subject)." if regional_ei else
+                    "No per-region E/I: the best fits were not simulated again.")
+                 + (" The model uses feedback inhibition control (w_IE set per region so the excitatory rate sits "
+                    "at its target), so E/I varies only through what the fit changes in the inhibitory population."
+                    if fic else ""))
     # parameter recovery
     log("parameter recovery")
     if rec.figure("recovery", lambda: FIG.recovery(res),
@@ -330,6 +370,14 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
                 "The loss over the first two parameters: a grid optimizer's map where one sampled them on a grid, "
                 "else every evaluation's loss interpolated (two parameters) or the lowest per bin (more), with "
                 "every optimizer's samples on top; star: the best sample; cross: the truth (synthetic subjects).")
+    # noise-aware comparison, bounds and identifiability (raybrain.report.noise): the final fit's last part
+    log("validated comparison")
+    from . import noise as NZ
+
+    if getattr(res, "bounds", None) is None and bounds:
+        res.bounds = bounds
+    fit.h3("Validated comparison: differences within noise are ties")
+    NZ.section(res, fit)
     facts = {"cfg": cfg, "cfg_note": cfg_note, "burn_in": burn_in}
     return out, facts
 

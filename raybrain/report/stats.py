@@ -32,7 +32,7 @@ from .. import results as R
 
 #: x axes of :func:`convergence_table`: name -> (cost column, axis label)
 X_AXES = {"sims": ("cum_sims", "simulations started"),
-          "wall": ("cum_wall_s", "simulator wall time (s)"),
+          "wall": ("cum_wall_s", "simulation wall time (s), compile excluded"),
           "sim_seconds": ("cum_sim_s", "simulated seconds (model time × repeats)")}
 MIN_SUBJECTS = 3  # fewer complete subjects than this: no Friedman / Wilcoxon test
 

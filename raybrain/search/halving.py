@@ -81,10 +81,13 @@ def successive_halving(objectives: Sequence, theta, *, eta: float = 2.0, seed: i
         else:
             sim = obj.simulation(theta[idx], seed=seed, repeats=R, state=sim.state.take(rows))
             bold = bold[rows]
+        t1 = time.perf_counter()
+        compile_s = sim.prepare()  # kernel compile / load: recorded apart from the wall time
+        t0 += time.perf_counter() - t1
         res = sim.run(obj.settings.duration - done)
         done = obj.settings.duration
         bold = res.bold if bold is None else np.concatenate([bold, np.asarray(res.bold)], axis=1)
-        records = obj.score(theta[idx], bold, res, repeats=R, wall_s=time.perf_counter() - t0)
+        records = obj.score(theta[idx], bold, res, repeats=R, wall_s=time.perf_counter() - t0, compile_s=compile_s)
         for r in records:
             r["new_sims"] = R if fresh else 0
         losses = np.array([_finite(r["loss"]) for r in records])

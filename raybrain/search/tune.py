@@ -17,7 +17,8 @@
 
 After the search, a third stage (**holdout**, one Tune trial per run) re-simulates each run's best
 training candidates with fresh noise on the validation targets and the winner on the test targets
-(:meth:`raybrain.experiment.ExperimentConfig.holdout_targets`).
+(:meth:`raybrain.experiment.ExperimentConfig.holdout_targets`), then profiles the winner's
+validated loss one parameter at a time (:func:`holdout_trainable`).
 
 Ray 2.60: report with ``ray.tune.report(metrics)``; configs from ``ray.tune``. Checkpoints are
 raybrain's own files (:func:`state_path`), not Tune's.
@@ -231,11 +232,14 @@ def trial_trainable(config: dict, experiment: str) -> None:
         fresh = sim is None or fids[k].dt != fids[k - 1].dt
         if fresh:
             sim, bold = simulation(k), None
+        t1 = time.perf_counter()
+        compile_s = sim.prepare()  # kernel compile / load: recorded apart from the wall time
+        t0 += time.perf_counter() - t1
         res = sim.run(fids[k].duration - (0.0 if fresh else fids[k - 1].duration))
         bold = res.bold if bold is None else np.concatenate([bold, res.bold], axis=1)
         wall += time.perf_counter() - t0
         records = _objective(text, spec.subject, k).score(theta, bold, res, repeats=repeats,
-                                                          wall_s=time.perf_counter() - t0)
+                                                          wall_s=time.perf_counter() - t0, compile_s=compile_s)
         records[0]["new_sims"] = repeats if fresh else 0
         writer.write_generation(spec.run_id, trial_no, records, _meta(spec, k, fids[k], par.names))
         if k + 1 == len(fids):  # the last rung: nothing left to continue
@@ -249,8 +253,15 @@ def trial_trainable(config: dict, experiment: str) -> None:
 # -- holdout: validation and test -------------------------------------------------------------
 def holdout_trainable(config: dict, experiment: str) -> None:
     """A finished run's held-out phases: its best distinct training candidates re-simulated with
-    fresh noise on each validation target; the winner (lowest mean validation loss) on each test
-    target. Deterministic (seeds from the run seed), so a retried trial rewrites the same files."""
+    ``validation.repeats`` fresh-noise repeats on each validation target (records carry the mean
+    ``loss`` and its standard error ``loss_se``); the winner (lowest mean validation loss) on each
+    test target; then the winner's **profile** (phase ``"profile"``, ``validation.profile``): each
+    fitted parameter moved ``points`` steps of ``span / points`` of its search range each side
+    (clipped to the bounds), the others at the fit, plus the winner itself (step 0), re-simulated
+    on each validation target; records carry ``profile_param`` (None for step 0) and
+    ``profile_step``. Cost of the profile per run and validation target:
+    ``(2·points·P + 1)·repeats`` simulations. Deterministic (seeds from the run seed, one per phase
+    and target), so a retried trial rewrites the same files."""
     from ..results import ResultsWriter, load_run, param_columns
 
     text = experiment
@@ -266,28 +277,60 @@ def holdout_trainable(config: dict, experiment: str) -> None:
         return
     theta = train[list(par.names)].to_numpy(dtype=np.float64)
     source = train["eval_index"].to_numpy()
-    repeats = cfg.validation.repeats or cfg.simulation.repeats
+    repeats = cfg.validation.repeats
     fid = cfg.simulation.fidelity("validation")
     writer = ResultsWriter(config["results"], cfg.name)
 
-    def evaluate(phase, j, target, th, src):
+    def evaluate(phase, j, target, th, src, extra=None):
         t0 = time.perf_counter()
         records = _evaluate(cfg, text, target, "validation", th, seed=holdout_seed(spec.seed, phase, j),
                             repeats=repeats)
-        for r, e in zip(records, src):
+        for i, (r, e) in enumerate(zip(records, src)):
             r["source_eval"], r["new_sims"] = int(e), repeats
-            r["wall_s"] = (time.perf_counter() - t0) / len(records)
+            r["wall_s"] = (time.perf_counter() - t0) / len(records) - (r.get("compile_s") or 0.0)
+            for k, v in (extra or {}).items():
+                r[k] = v[i]
         writer.write_generation(spec.run_id, j, records, _meta(spec, -1, fid, par.names, phase, target))
         return np.array([r["loss"] for r in records], dtype=float)
 
-    val = [evaluate("validation", j, t, theta, source)
-           for j, t in enumerate(cfg.holdout_targets("validation", spec.subject))]
+    targets = cfg.holdout_targets("validation", spec.subject)
+    val = [evaluate("validation", j, t, theta, source) for j, t in enumerate(targets)]
     mean = np.mean(val, axis=0)
     w = int(np.argmin(mean))
     test = [evaluate("test", j, t, theta[[w]], source[[w]])[0]
             for j, t in enumerate(cfg.holdout_targets("test", spec.subject))]
+    prof = profile_points(theta[w], par.bounds, cfg.validation.profile)
+    if prof is not None:
+        pts, which, steps = prof
+        names = [None if i is None else par.names[i] for i in which]
+        for j, t in enumerate(targets):
+            evaluate("profile", j, t, pts, np.full(len(pts), source[w]),
+                     {"profile_param": names, "profile_step": steps})
     _report_plain({METRIC: float(mean[w]), "winner_eval": int(source[w]),
                    "test_loss": float(np.mean(test)) if test else float("nan"), "candidates": len(theta)})
+
+
+def profile_points(fit, bounds, profile) -> tuple[np.ndarray, list, list] | None:
+    """The candidates of the profile around ``fit`` (P,) (see :func:`holdout_trainable`): ``(points
+    (1 + 2·points·P, P), profiled parameter index or None, step)``, the fit first (step 0), then
+    per parameter steps -points…-1, 1…points of ``span / points`` of its range, clipped to
+    ``bounds``. None when ``profile.points`` is 0 or there are more than ``profile.max_params``
+    parameters."""
+    fit = np.asarray(fit, dtype=np.float64)
+    n = int(profile.points)
+    if n == 0 or len(fit) > int(profile.max_params):
+        return None
+    lo, hi = (np.array(b, dtype=np.float64) for b in zip(*bounds))
+    step = float(profile.span) / n * (hi - lo)
+    pts, which, steps = [fit], [None], [0]
+    for i in range(len(fit)):
+        for k in (*range(-n, 0), *range(1, n + 1)):
+            t = fit.copy()
+            t[i] = np.clip(fit[i] + k * step[i], lo[i], hi[i])
+            pts.append(t)
+            which.append(i)
+            steps.append(k)
+    return np.array(pts), which, steps
 
 
 def _report_plain(metrics: dict) -> None:
@@ -658,7 +701,9 @@ def results_schema(cfg):
     names (a regional one's over every fitted and held-out target, whose region counts may
     differ), the loss's components (a composite's prefixed by part, with each part's total, as
     :class:`raybrain.spectral.CompositeLoss` returns them) and, for a spectral fit, the spectral
-    features of the simulated signal (:data:`raybrain.spectral.FEATURE_COLUMNS`)."""
+    features of the simulated signal (:data:`raybrain.spectral.FEATURE_COLUMNS`). The noise and
+    profile columns (``loss_se``, ``profile_param``, ``profile_step``) are known extras, in every
+    file (:data:`raybrain.results.KNOWN_EXTRAS`)."""
     from ..objective import build_loss
     from ..results import Schema
     from ..spectral import FEATURE_COLUMNS, CompositeLoss
