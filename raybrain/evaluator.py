@@ -21,7 +21,7 @@ Determinism
 -----------
 Every record equals, field for field (``==`` on floats, float32 and float64), what
 ``request.objective.evaluate(theta, seed=, repeats=, first_stream=, duration=)`` returns when called
-alone in the same process, except ``wall_s`` (a timing). (The fused kernel's choice depends on
+alone in the same process, except ``wall_s`` and ``compile_s`` (timings). (The fused kernel's choice depends on
 the numba thread count, so :func:`remote_evaluate` sends the caller's and the actor reproduces
 the caller's own ``evaluate``.) Why:
 
@@ -33,15 +33,17 @@ the caller's own ``evaluate``.) Why:
   copied row for row into the batch, never re-derived;
 * the array path (NumPy, any model) computes each row with element-wise operations and an einsum
   that does not reduce across rows, so a row does not depend on the other rows;
-* the fused rWW kernel (:mod:`raybrain.fused`) is exact per element *for a given kernel variant*
-  but picks its variant from the whole batch (single-element or lane-tiled kernel by its cost
-  model, and, in the tiled kernel, the pattern of batch-wide uniform parameters, which float32 fast
-  maths exploits). With ``exact=True`` (default) requests are therefore further grouped by the
+* the fused rWW kernel (:mod:`raybrain.fused`) picks its variant from the whole batch (tile
+  width by its cost model, the pattern of batch-wide uniform parameters), but every tiled variant
+  computes each element with the same operations in the same order, so its results do not depend
+  on the variant (``tests/test_batch_invariance.py``); only the single-element kernel
+  (``lanes=0``, never chosen by default) differs in the last bits. With ``exact=True`` (default)
+  requests are still grouped by the
   variant they would get alone, each group runs with that variant forced (``Simulation(lanes=)``),
   and a memory chunk whose parameters happen to be more uniform than its group's is completed with
-  a few duplicate rows whose results are dropped. ``exact=False`` lets the cost model choose for
-  the merged batch: faster on CPU, equal to the alone results only up to float rounding (losses
-  ~1e-6 relative in float32), still deterministic for a given set of requests.
+  a few duplicate rows whose results are dropped (a guarantee that no longer rests on it on the
+  default path). ``exact=False`` lets the cost model choose for the merged batch: the same
+  results on the default path, and faster on CPU.
 
 On CuPy (untested here: no GPU): the array path's einsum may go to cuBLAS, whose summation order
 can depend on the batch shape, so the per-element guarantee is to be checked on the device.

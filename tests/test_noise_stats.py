@@ -116,7 +116,8 @@ def test_ranking_ties_within_noise_and_separates_beyond(study):
     for p, h in zip(order, holm):
         assert pw.loc[p, "p_holm"] == pytest.approx(h)
     assert pw.loc[("A", "B"), "tie"] and not pw.loc[("A", "C"), "tie"] and pw.loc[("A", "C"), "better"] == "A"
-    assert "tied for the lowest validated loss" in NZ.ranking(study).attrs["ties"]
+    ties = NZ.ranking(study).attrs["ties"]
+    assert "tied for the lowest validated loss" in ties and "C is worse beyond noise than B, A." in ties, ties
 
 
 def test_training_and_validation_order_disagreement_is_said(study):
@@ -249,7 +250,10 @@ def test_analyze_command_prints_ranking_ties_disagreement_and_flags(tmp_path, ca
     assert main(["analyze", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Families by validated loss" in out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:2] in ("A ", "B ", "C ")}
+    rows = {}  # the ranking table's rows (its first block; a wide table continues below)
+    for line in out.splitlines():
+        if line[:2] in ("A ", "B ", "C "):
+            rows.setdefault(line.split()[0], line.split())
     assert rows["B"][1] == rows["A"][1] == "1" and rows["C"][1] == "3"  # A and B tied at rank 1
     assert "order DISAGREE" in out and "tied for the lowest" in out
     assert "AT BOUND: G is within 2% of its upper bound" in out and "G:upper 1/3" in out

@@ -217,10 +217,21 @@ def ties_sentence(rank: pd.DataFrame, pw: pd.DataFrame, alpha: float = ALPHA) ->
     if len(top) == k:
         return (f"No family is better than another beyond noise ({test}, α = {alpha:g}): all {k} are tied, "
                 "and their order in the table is not a result.")
-    if len(top) == 1:
+    if len(top) == 1 and (rank["tied_with"] == "").all():
         return f"{top[0]} has the lowest validated loss, ahead of every other family beyond noise ({test})."
-    return (f"{', '.join(top)} are tied for the lowest validated loss (their differences are within noise; "
-            f"{test}); the other families are worse beyond noise.")
+    order = rank["optimizer"].tolist()
+    rest = []
+    for o in order:
+        if o in top:
+            continue
+        beaten_by = sorted({r.better for r in pw.itertuples() if not r.tie and o in (r.a, r.b) and r.better != o},
+                           key=order.index)
+        tied = rank.loc[rank["optimizer"] == o, "tied_with"].iloc[0]
+        rest.append(f"{o} is worse beyond noise than {', '.join(beaten_by)}"
+                    + (f" (tied with {tied})" if tied else ""))
+    lead = (f"{', '.join(top)} are tied for the lowest validated loss (their differences are within noise; "
+            f"{test})" if len(top) > 1 else f"{top[0]} has the lowest validated loss ({test})")
+    return lead + "; " + "; ".join(rest) + "."
 
 
 def order_sentence(rank: pd.DataFrame, pw: pd.DataFrame | None = None) -> str:
