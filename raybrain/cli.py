@@ -486,7 +486,9 @@ def _noise_text(res) -> str:
     from .report import noise as NZ
 
     rank = NZ.ranking(res)
-    out = []
+    out = [textwrap.fill("best loss: each run's best training loss (mean ± sd over seeds); sims→ and wall→: "
+                         "simulations and simulation wall time (kernel compile excluded) until a run came within "
+                         "the tolerance of the best fit found on the subject (median over seeds).", 80)]
     if rank.empty:
         why = ("No validation phase (validation.top: 0)" if NZ.validated_runs(res).empty else
                "No subject×seed block has a validated loss for every family")

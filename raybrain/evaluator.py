@@ -191,8 +191,11 @@ def _fused_par(params: dict, dtype) -> np.ndarray:
 
 def _uniform(PAR: np.ndarray) -> tuple[bool, ...]:
     """Per parameter, whether it holds one value for the whole batch (as :func:`raybrain.fused.run_rww`)."""
+    from .fused import RWW_PARAM_ORDER, SEARCHED
+
     PS = PAR[0, :, 0]
-    return tuple(bool(np.all(PAR[:, q, :] == PS[q])) for q in range(PAR.shape[1]))
+    return tuple(RWW_PARAM_ORDER[q] not in SEARCHED and bool(np.all(PAR[:, q, :] == PS[q]))
+                 for q in range(PAR.shape[1]))
 
 
 def _variant(sim: Simulation, threads: int | None) -> tuple[tuple, int | None]:

@@ -40,6 +40,10 @@ bold_signal = _inline(hemodynamics.bold_signal)
 _S32 = np.uint64(32)
 _LO32 = np.uint64(0xFFFFFFFF)
 
+#: parameters a fit usually varies from candidate to candidate (FIC's w_IE follows G, w_EE):
+#: read per element by every kernel variant, never hoisted as batch-wide scalars
+SEARCHED = frozenset({"G", "sigma", "w_EE", "w_EI", "w_IE"})
+
 # order of the rows of the packed parameter array (B, P, N)
 RWW_PARAM_ORDER = ("G", "sigma", "w_EE", "w_EI", "w_IE", "I0", "J_NMDA", "W_E", "W_I",
                    "a_E", "b_E", "d_E", "a_I", "b_I", "d_I", "tau_E", "tau_I", "gamma")
@@ -486,7 +490,10 @@ def run_rww(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_ind
         return
     tile_subj, tile_src, tile_real = make_tiles(subject_index, lanes)
     PS = np.ascontiguousarray(PAR[0, :, 0])
-    uniform = tuple(bool(np.all(PAR[:, q, :] == PS[q])) for q in range(PAR.shape[1]))
+    # the parameters searches vary are never hoisted (their batch-wide patterns would multiply the
+    # compiled variants); model constants are, where uniform over the batch
+    uniform = tuple(RWW_PARAM_ORDER[q] not in SEARCHED and bool(np.all(PAR[:, q, :] == PS[q]))
+                    for q in range(PAR.shape[1]))
     kernel = tiled_rww_kernel(dtype, lanes, uniform)
     kernel(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, tile_subj, tile_src, tile_real, PAR, PS, keys,
            step0, n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out)

@@ -310,6 +310,8 @@ def test_launcher_marshalling_matches_kernel_signature(sc2, params, dtype, monke
     from raybrain.cuda import launch
     monkeypatch.setattr(launch, "_cupy", lambda: _FakeCupy)
     monkeypatch.setattr(launch, "_KERNELS", {})
+    # a CuPy simulation holds its hemodynamic state in its own dtype, as the kernel does
+    monkeypatch.setattr(Simulation, "hemo_dtype", property(lambda self: self.dtype))
     s = SHORT.replace(dtype=dtype)
     want, _, wm = _host(Simulation("rww", sc2, params, s, subject_index=SUBJ))
     for kw in (dict(), dict(steps_per_launch=300, lanes=1)):

@@ -105,7 +105,20 @@ def run_rww_host(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subjec
     ``lanes``: simulations per block K (default :func:`raybrain.cuda.plan.choose_sims_per_block`);
     ``steps_per_launch``: split the call as the GPU launcher would; ``umask``: override the
     uniform-parameter mask (0 reads every parameter per element; a set bit must be truly uniform).
+
+    The CUDA kernel keeps the hemodynamic state in the simulation's dtype, while a CPU simulation
+    holds it in float64 (:attr:`raybrain.integrate.Simulation.hemo_dtype`): such a state is run
+    as the device would hold it (rounded copies) and written back.
     """
+    hemo = (hs, hf, hv, hq)
+    if any(h.dtype != SE.dtype for h in hemo):
+        work = [np.ascontiguousarray(h, dtype=SE.dtype) for h in hemo]
+        run_rww_host(SE, SI, *work, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps, dt,
+                     k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=lanes,
+                     steps_per_launch=steps_per_launch, umask=umask)
+        for h, w in zip(hemo, work):
+            h[...] = w
+        return
     c = plan.prepare_call(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
                           step0, n_steps, k_h, k_tr, m_burn, coef, bold_on, bold_out, lanes, umask)
     if c is None:

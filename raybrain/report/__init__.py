@@ -7,7 +7,7 @@ resource), each figure as a PNG file and each table as ``tables/<name>.csv``. Se
 * **Convergence**: best training loss so far (top fidelity) against simulations started, simulator
   wall time and simulated seconds (:mod:`raybrain.report.stats` defines them), per optimizer
   (median and interquartile band over seeds), every subject pooled and one panel per subject;
-* **Final fit**: best loss per run per optimizer (box + points) and per-subject ranks; the ranking
+* **Final fit**: best loss per run per optimizer (boxes where a group has ≥ 5 runs, points always) and per-subject ranks; the ranking
   table; a Friedman test over subjects × optimizers with post-hoc pairwise Wilcoxon signed-rank
   tests, Holm-corrected (or why there is none: fewer than 3 optimizers or 3 subjects); the cost to
   reach within 5 % of the best (:func:`raybrain.results.analyze`); held-out validation / test losses;
