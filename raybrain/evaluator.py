@@ -292,10 +292,12 @@ class _Rows:
         the whole group, so the tiled fused kernel compiles the same arithmetic (exact mode)."""
         if self.PAR is None:
             return np.zeros(0, np.int64)
+        from .fused import RWW_PARAM_ORDER, SEARCHED
+
         want = self.variant[2]
         extra: list[int] = []
         for q, u in enumerate(want):
-            if u:
+            if u or RWW_PARAM_ORDER[q] in SEARCHED:  # hoisted, or never hoisted whatever the rows
                 continue
             sub = self.PAR[np.concatenate([rows, extra]).astype(np.int64), q, :]
             if np.any(sub != sub[0, 0]):

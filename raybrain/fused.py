@@ -249,7 +249,10 @@ def _make_tiled_rww_kernel(BT, R, phi, exp, log, halves, box_muller, fastmath, u
     tile of one lane its per-element twin :func:`column_matvec` on the transposed connectome), and
     the float32 fast-maths flags (``fastmath``, a tuple of LLVM flags) exclude reassociation and
     reciprocal approximation, which would let the compiler evaluate a lane differently depending on
-    the vector width or on which parameters are hoisted as uniform.
+    the vector width or on which parameters are hoisted as uniform. Hoisting a model constant
+    (as opposed to reading it per lane) can still change float32 results in the last bit (the
+    compiler's contraction choices differ), so a constant at its default is hoisted in every
+    batch, and the parameters a search varies (:data:`SEARCHED`) in none.
     """
     matmul = lane_matmul(BT, R)
     fm = set(fastmath) if isinstance(fastmath, tuple) else fastmath
