@@ -1,4 +1,5 @@
-"""Command line: ``raybrain run | resume | analyze | report | export | compact | datasets | models | simulate``
+"""Command line: ``raybrain run | resume | analyze | report | export | compact | datasets | models | simulate |
+landscape``
 (``--help`` on each; ``raybrain --version``).
 
 Errors in the input (unknown subject, bad parameter, unreadable file…) print one line
@@ -209,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=int, default=83, help="FCD window in TRs (default 83)")
     s.add_argument("--out", help="directory to save bold.npy, fc.npy and record.json")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    la = sub.add_parser("landscape", help="where the FIC fixed point is stable, per G",
+                        description="Linear stability of the model's fixed point (rww with FIC) on a G grid: the "
+                        "largest real part of the network Jacobian's eigenvalues, whether FIC's w_IE is valid, and "
+                        "the stable G range (its upper edge refined by bisection). No simulation is run.")
+    la.add_argument("subject", metavar="SUBJECT_OR_FILE",
+                    help="bundled subject name (see 'raybrain datasets'), an SC file (.npy/.csv/.mat/TVB .zip) "
+                    "or an experiment config (.yaml: every subject's range)")
+    la.add_argument("--norm", default="spectral",
+                    help="SC normalisation: max, spectral, strength or none (default spectral, as in experiments)")
+    la.add_argument("--value", type=float, help="value of the normalised statistic (default: the norm's, "
+                    "max 0.2, spectral 0.49, strength 0.36)")
+    la.add_argument("--model", default="rww", help="model name (default rww, with FIC)")
+    la.add_argument("--param", action="append", type=_parse_param, default=[], metavar="NAME=VALUE",
+                    help="model parameter, repeatable, e.g. --param w_EE=1.6 (G is the grid's)")
+    la.add_argument("--g-max", type=float, default=5.0, help="largest G of the grid (default 5)")
+    la.add_argument("--points", type=int, default=50, help="number of G values from the model's lowest G (default 50)")
+    la.add_argument("--json", action="store_true", help="print one JSON object (rows and range)")
     return ap
 
 
@@ -322,22 +341,119 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _preflight(cfg, root: Path, source: str, resume: bool, selection=None, overwrite: bool = False) -> None:
-    """What can fail before Ray starts, checked before it does: every user subject's files load and
-    pass validation (their BOLD long enough for the FCD window), the results directory can be
-    written, it does not hold the results of a different experiment, and (``run``) it holds no
-    records of the selected runs unless ``overwrite``."""
-    from . import execution as X
-    from .data.validate import check_fcd_window
+def _cmd_landscape(args) -> int:
+    from . import landscape as L
+    from .connectome import DEFAULT_VALUES, check_norm, normalise
+    from .data import load_subject, load_user_subject
+    from .data.bundled import resolve_name
+    from .models import get_model
 
-    needs_fcd = cfg.needs_fcd
-    for i, p in enumerate(cfg.subjects.paths):
-        try:
-            subject = cfg.build_subject(p.name)
-            if needs_fcd:
-                check_fcd_window(subject.n_frames, cfg.simulation.window, cfg.simulation.step, source=p.bold)
-        except ValueError as e:
-            raise ValueError(f"{source}: subjects.paths[{i}] ({p.name}): {_one_line(e)}") from None
+    norm = check_norm(args.norm, source="--norm")
+    if args.value is not None and not (math.isfinite(args.value) and args.value > 0):
+        raise ValueError(f"--value: must be a positive number (the {norm} statistic after rescaling), "
+                         f"got {args.value!r}")
+    if norm == "none" and args.value is not None:
+        raise ValueError("--value: does not apply to --norm none (the SC is used as given)")
+    if args.points < 2:
+        raise ValueError(f"--points: must be >= 2, got {args.points}")
+    model = get_model(args.model)
+    lo = float(model.parameter("G").bounds[0])
+    if not (math.isfinite(args.g_max) and args.g_max > lo):
+        raise ValueError(f"--g-max: must be a number above the model's lowest G ({lo:g}), got {args.g_max!r}")
+    values = dict(args.param)
+    for k in values:
+        model.parameter(k)
+    if getattr(model, "fic", False) and "w_IE" in values:
+        raise ValueError("--param w_IE is set by the analytic FIC")
+    values.pop("G", None)
+    if args.subject.endswith((".yaml", ".yml")) and Path(os.path.expanduser(args.subject)).is_file():
+        return _landscape_of_experiment(args)
+    if resolve_name(args.subject) is not None:
+        subject = load_subject(args.subject)
+    elif Path(os.path.expanduser(args.subject)).exists():
+        subject = load_user_subject(args.subject)
+    else:
+        raise ValueError(f"{args.subject}: neither a bundled subject (see 'raybrain datasets') nor an existing "
+                         "SC file")
+    value = args.value if args.value is not None else DEFAULT_VALUES[norm]
+    sc = normalise(subject.sc, norm, value)
+    grid = np.linspace(lo, args.g_max, args.points)
+    table = L.landscape(model, sc, grid, values)
+    g_low, g_high = L.stable_g_range(model, sc, grid, values)
+    whole = bool(table["stable"].all())
+    if args.json:
+        print(json.dumps({"subject": subject.name, "model": model.name, "norm": norm, "value": value,
+                          "n_regions": int(sc.shape[0]), "stable_range": [g_low, g_high],
+                          "stable_to_grid_top": whole, "rows": table.to_dict(orient="records")}, indent=1))
+        return 0
+    what = f"{norm} {value:g}" if value is not None else "none (SC as given)"
+    print(f"{subject.name}: {sc.shape[0]} regions, SC normalisation {what}, model {model.name}")
+    fic = "w_IE_min" in table
+    print(f"{'G':>8} {'max Re λ (1/s)':>15} {'Im/2π (Hz)':>11} {'stable':>7} {'w_IE ok':>8}"
+          + (f" {'w_IE min–max':>15}" if fic else ""))
+    for r in table.itertuples(index=False):
+        line = (f"{r.G:>8.4g} {r.max_real_eig:>15.4g} {r.leading_imag_hz:>11.3g} {'yes' if r.stable else 'NO':>7} "
+                f"{'yes' if r.w_IE_ok else 'NO':>8}")
+        if fic:
+            line += f" {f'{r.w_IE_min:.3g}–{r.w_IE_max:.3g}':>15}"
+        print(line)
+    if math.isnan(g_high):
+        print(f"the fixed point is unstable already at G = {lo:g}: no stable G range")
+    elif whole:
+        print(f"stable over the whole grid, G in [{g_low:g}, {g_high:g}]; raise --g-max to find the edge")
+    else:
+        print(f"stable G range: [{g_low:g}, {g_high:.4g}] (edge refined to 1e-3)")
+    return 0
+
+
+def _landscape_of_experiment(args) -> int:
+    """``raybrain landscape CONFIG.yaml``: every subject's stable G range, as the experiment scales
+    its connectome, and what ``bounds: {G: auto}`` resolves to."""
+    from .experiment import load_config
+
+    cfg = load_config(args.subject)
+    ranges = cfg.stable_g_ranges()
+    norm, value = cfg.simulation.sc_scaling
+    margin_bounds = cfg.auto_bounds() if cfg.parametrisation.auto else None
+    if args.json:
+        print(json.dumps({"experiment": cfg.name, "norm": norm, "value": value,
+                          "auto_bounds": margin_bounds, "subjects": ranges.to_dict(orient="records")}, indent=1))
+        return 0
+    print(f"experiment {cfg.name}: {len(ranges)} subjects, SC normalisation {norm} {value if value else ''}".rstrip())
+    print(f"{'subject':<24} {'regions':>7} {'stable G range':>18}")
+    for r in ranges.itertuples(index=False):
+        print(f"{r.subject:<24} {r.n_regions:>7} {f'[{r.G_low:g}, {r.G_high:.4g}]':>18}")
+    print(f"lowest edge {ranges['G_high'].min():.4g} ({ranges.loc[ranges['G_high'].idxmin(), 'subject']})"
+          + (f"; bounds G: auto -> [{margin_bounds['G'][0]:g}, {margin_bounds['G'][1]:.4g}]" if margin_bounds else ""))
+    return 0
+
+
+def _preflight(cfg, root: Path, source: str, resume: bool, selection=None, overwrite: bool = False):
+    """What can fail before Ray starts, checked before it does: every user, cohort and synthetic
+    subject loads and can give finite features (:meth:`~raybrain.experiment.ExperimentConfig.check_subjects`;
+    every problem of every subject in one message, or the broken cohort subjects skipped under
+    ``on_missing: skip``), ``auto`` bounds resolve, the results directory can be written, it does
+    not hold the results of a different experiment, and (``run``) it holds no records of the
+    selected runs unless ``overwrite``. Returns the config the runs get (skips and bounds resolved)."""
+    from . import execution as X
+
+    problems = cfg.check_subjects()
+    cohort = cfg.subjects.cohort
+    if problems and cohort is not None and cohort.on_missing == "skip" and all(
+            n in cfg.subjects.cohort_names() for n, _ in problems):
+        print(f"raybrain: skipping {len(problems)} cohort subject(s) (subjects.cohort.on_missing: skip):\n"
+              + "\n".join(f"  {n}: {m}" for n, m in problems), file=sys.stderr)
+        cfg = cfg.excluding(n for n, _ in problems)
+    elif problems:
+        where = {p.name: f"subjects.paths[{i}]" for i, p in enumerate(cfg.subjects.paths)}
+        where.update({s.name: f"subjects.synthetic[{i}]" for i, s in enumerate(cfg.subjects.synthetic)})
+        lines = [f"{where.get(n, 'subjects.cohort')} ({n}): {m}" for n, m in problems]
+        head = f"{source}: " if len(lines) == 1 else f"{source}: {len(lines)} subjects cannot be fitted: "
+        raise ValueError(head + "; ".join(lines))
+    try:
+        cfg = cfg.resolved()
+    except ValueError as e:
+        raise ValueError(f"{source}: {_one_line(e)}") from None
     selection = selection or X.Selection()
     runs = [s.run_id for s in selection.apply(cfg.runs())]
     if not runs:
@@ -368,6 +484,7 @@ def _preflight(cfg, root: Path, source: str, resume: bool, selection=None, overw
             raise ValueError(f"{root}: was run in slices ({', '.join(slices)}); resume each with its "
                              "--shard I/N or --runs PATTERN")
     _check_writable_dir(root, what=f"{source}: storage: results directory")
+    return cfg
 
 
 def _run(cfg, args, resume: bool, source: str) -> int:
@@ -384,7 +501,7 @@ def _run(cfg, args, resume: bool, source: str) -> int:
             print(f"experiment {cfg.name} ({selection.describe()}): complete, nothing to do; "
                   f"raybrain analyze {root}")
             return 0
-    _preflight(cfg, root, source, resume, selection, overwrite)
+    cfg = _preflight(cfg, root, source, resume, selection, overwrite)
     specs = selection.apply(cfg.runs())
     if overwrite:
         moved = X.move_aside(root)
@@ -603,7 +720,7 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
     handler = {"run": _cmd_run, "resume": _cmd_resume, "analyze": _cmd_analyze, "datasets": _cmd_datasets,
-               "models": _cmd_models, "simulate": _cmd_simulate, "report": _cmd_report, "export": _cmd_export,
+               "models": _cmd_models, "simulate": _cmd_simulate, "landscape": _cmd_landscape, "report": _cmd_report, "export": _cmd_export,
                "compact": _cmd_compact}[args.command]
     try:
         return handler(args)

@@ -67,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import math
 import os
 import re
@@ -255,38 +256,162 @@ def sanitise(text: str) -> str:
 
 # ----------------------------------------------------------------------------------- subjects
 class SubjectPath(_Section):
-    """A subject from user files (paths relative to the config file's folder)."""
+    """A subject from user files (paths relative to the config file's folder; formats as
+    :func:`raybrain.data.load_user_subject` reads them: matrices, XCP-D/fMRIPrep time-series TSVs
+    with a header of region labels, MRtrix connectome CSVs, ``.mat`` with ``sc_key``/``bold_key``,
+    TVB zips). ``bold`` may list several runs (combined by ``runs``); ``atlas`` is a dseg-style
+    table of region labels and centres; ``fc``/``fcd`` are precomputed targets for a subject
+    without BOLD (an FC matrix; an FCD sample or a CBIG pFIC FCD CDF)."""
 
     name: str
     sc: str
-    bold: str
-    tr: PositiveFloat
+    bold: Optional[Union[str, list[str]]] = None
+    tr: Optional[PositiveFloat] = None
     lengths: Optional[str] = None
+    atlas: Optional[str] = None
+    fc: Optional[str] = None
+    fcd: Optional[str] = None
+    sc_key: Optional[str] = None
+    bold_key: Optional[str] = None
+    lengths_key: Optional[str] = None
+    na: Literal["error", "drop-frames", "drop-regions"] = "error"
+    runs: Literal["pool", "concatenate", "first"] = "pool"
 
-    @field_validator("sc", "bold", "lengths")
+    @field_validator("sc", "bold", "lengths", "atlas", "fc", "fcd")
     @classmethod
     def _exists(cls, v, info: ValidationInfo):
         if v is None:
             return v
-        p = Path(os.path.expanduser(v))
-        if not p.is_absolute():
-            p = Path((info.context or {}).get("base_dir", ".")) / p
+        many = isinstance(v, list)
+        out = []
+        for one in (v if many else [v]):
+            p = _resolve_path(one, info)
+            if not p.is_file():
+                raise ValueError(f"file not found: {str(p)!r}")
+            out.append(str(p))
+        if many and not out:
+            raise ValueError("give at least one BOLD file")
+        return out if many else out[0]
+
+    @model_validator(mode="after")
+    def _functional(self):
+        if self.bold is None and self.fc is None:
+            raise _At("bold", "give the subject's BOLD (or a precomputed fc target)")
+        if self.tr is None:
+            raise _At("tr", "the repetition time (seconds) of the BOLD (or of the recording the fc/fcd targets "
+                      "come from) is required")
+        return self
+
+    def load(self):
+        """The :class:`raybrain.data.Subject` from these files."""
+        from .data import load_user_subject
+
+        labels = centres = None
+        if self.atlas is not None:
+            from .data.io import load_atlas
+
+            labels, centres = load_atlas(self.atlas)
+        return load_user_subject(self.sc, bold=self.bold, lengths=self.lengths, tr=self.tr, name=self.name,
+                                 sc_key=self.sc_key, bold_key=self.bold_key, lengths_key=self.lengths_key,
+                                 labels=labels, centres=centres, na=self.na, fc=self.fc, fcd=self.fcd,
+                                 runs=self.runs)
+
+
+def _resolve_path(v: str, info: ValidationInfo) -> Path:
+    """``v`` as an absolute path (relative ones against the config file's folder), so that a
+    trial running in another working directory finds it."""
+    p = Path(os.path.expanduser(v))
+    if not p.is_absolute():
+        p = Path((info.context or {}).get("base_dir", ".")) / p
+    return Path(os.path.abspath(p))
+
+
+class CohortConfig(_Section):
+    """A whole cohort from its files (:mod:`raybrain.data.cohort`): a participants table plus path
+    patterns per subject, relative to ``root`` (default: the participants table's folder).
+
+    Patterns are Python format strings over the participants row: ``{participant_id}``
+    (``sub-001``), ``{sub}`` (``001``) and any other column (``{atlas}``, ``{site}``); glob
+    wildcards are allowed, and several files matching ``bold`` are the subject's runs, combined by
+    ``runs`` (``pool``: FC averaged, FCD distributions pooled; ``concatenate``: z-scored runs joined;
+    ``first``). ``tr``: seconds, ``{column: name}``, or ``sidecar`` (``RepetitionTime`` of the BOLD's
+    JSON sidecars, found by BIDS inheritance; the default with BOLD). ``subset`` is a pandas query on the table (``"age >= 18"``), ``include`` /
+    ``exclude`` lists of ids. ``covariates`` (default: every other column) travel into
+    ``covariates.tsv`` beside the results and into every loaded record and run row. Subjects whose
+    files are missing or broken are listed together at validation; ``on_missing: skip`` drops
+    them (listed in a warning) instead of refusing the experiment. ``na`` is the n/a policy of the
+    time series (``error``, ``drop-frames``, ``drop-regions``). ``atlas`` (a pattern too, e.g.
+    ``atlas-{atlas}_dseg.tsv``) is a dseg-style table of region names and centres (mm)."""
+
+    participants: str
+    root: Optional[str] = None
+    id_column: str = "participant_id"
+    sc: str
+    bold: Optional[str] = None
+    lengths: Optional[str] = None
+    atlas: Optional[str] = None
+    tr: Optional[Union[PositiveFloat, Literal["sidecar"], dict[str, str]]] = None
+    sidecar: Optional[str] = None
+    runs: Literal["pool", "concatenate", "first"] = "pool"
+    subset: Optional[str] = None
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    covariates: Optional[list[str]] = None
+    on_missing: Literal["error", "skip"] = "error"
+    na: Literal["error", "drop-frames", "drop-regions"] = "error"
+    sc_key: Optional[str] = None
+    bold_key: Optional[str] = None
+
+    @field_validator("participants")
+    @classmethod
+    def _table(cls, v, info: ValidationInfo):
+        p = _resolve_path(v, info)
         if not p.is_file():
-            raise ValueError(f"file not found: {str(p)!r}")
+            raise ValueError(f"participants table not found: {str(p)!r}")
         return str(p)
+
+    @field_validator("root")
+    @classmethod
+    def _dirs(cls, v, info: ValidationInfo):
+        return None if v is None else str(_resolve_path(v, info))
+
+    @field_validator("tr")
+    @classmethod
+    def _tr(cls, v):
+        if isinstance(v, dict) and set(v) != {"column"}:
+            raise ValueError(f"tr: give seconds, 'sidecar' or {{column: <name>}}, got {v!r}")
+        return v
+
+    def spec(self):
+        """The :class:`raybrain.data.cohort.CohortSpec` this section declares."""
+        from .data.cohort import CohortSpec
+
+        root = self.root or str(Path(self.participants).parent)
+        return CohortSpec(participants=self.participants, base_dir=root, id_column=self.id_column, sc=self.sc,
+                          bold=self.bold, lengths=self.lengths, tr=dict(self.tr) if isinstance(self.tr, dict)
+                          else self.tr, sidecar=self.sidecar, runs=self.runs, subset=self.subset,
+                          include=tuple(self.include) or None, exclude=tuple(self.exclude) or None,
+                          covariates=None if self.covariates is None else tuple(self.covariates),
+                          on_missing=self.on_missing, na=self.na, sc_key=self.sc_key, bold_key=self.bold_key,
+                          atlas=self.atlas)
 
 
 class SyntheticSubject(_Section):
-    """A subject simulated from a bundled connectome with known parameters (``params``: values of
-    the parametrisation's parameters; missing ones take the middle of their bounds).
+    """A subject simulated from a connectome with known parameters (``params``: values of the
+    parametrisation's parameters; missing ones take the middle of their bounds): a bundled
+    subject's (``from_subject``) or any connectome file (``from_file``: a matrix, an MRtrix CSV, a
+    TVB zip; :func:`raybrain.data.io.load_connectome`), simulated at ``tr`` (default: the bundled
+    subject's, else 0.72 s).
 
-    ``duration``/``dt`` default to the last fidelity's; ``burn_in``, ``dtype`` and ``sc_max``
-    follow ``simulation``. Noise: ``seed``, stream 0 (keep it apart from the search seeds unless
-    the exact noise realisation is meant to be reproducible).
+    ``duration``/``dt`` default to the last fidelity's; ``burn_in``, ``dtype`` and the SC
+    normalisation follow ``simulation``. Noise: ``seed``, stream 0 (keep it apart from the search
+    seeds unless the exact noise realisation is meant to be reproducible).
     """
 
     name: str
-    from_subject: str
+    from_subject: Optional[str] = None
+    from_file: Optional[str] = None
+    tr: Optional[PositiveFloat] = None
     params: dict[str, float] = Field(default_factory=dict)
     duration: Optional[PositiveFloat] = None
     dt: Optional[PositiveFloat] = None
@@ -295,7 +420,43 @@ class SyntheticSubject(_Section):
     @field_validator("from_subject")
     @classmethod
     def _bundled_source(cls, v):
-        return _resolve_bundled(v)
+        return None if v is None else _resolve_bundled(v)
+
+    @field_validator("from_file")
+    @classmethod
+    def _file_source(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        p = _resolve_path(v, info)
+        if not p.is_file():
+            raise ValueError(f"file not found: {str(p)!r}")
+        return str(p)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.from_subject is None) == (self.from_file is None):
+            raise _At("from_subject", "give exactly one of from_subject (a bundled subject) and from_file "
+                      "(a connectome file)")
+        return self
+
+    @property
+    def source_tr(self) -> float:
+        """The TR its BOLD is sampled at."""
+        if self.tr is not None:
+            return float(self.tr)
+        if self.from_subject is not None:
+            return float(_bundled()[self.from_subject]["tr"])
+        from .data.io import DEFAULT_TR_WITHOUT_BOLD
+
+        return DEFAULT_TR_WITHOUT_BOLD
+
+    def connectome(self):
+        """The source :class:`raybrain.data.Subject` (SC, lengths, labels, centres; no BOLD)."""
+        from .data import load_subject, load_user_subject
+
+        if self.from_subject is not None:
+            return load_subject(self.from_subject)
+        return load_user_subject(self.from_file, tr=self.source_tr)
 
 
 class SplitConfig(_Section):
@@ -317,8 +478,11 @@ class SubjectsConfig(_Section):
     ids: list[str] = Field(default_factory=list)
     paths: list[SubjectPath] = Field(default_factory=list)
     synthetic: list[SyntheticSubject] = Field(default_factory=list)
+    cohort: Optional[CohortConfig] = None
     group: bool = False
     split: Optional[SplitConfig] = None
+
+    _cohort: Any = PrivateAttr(default=None)  # the resolved raybrain.data.cohort.Cohort
 
     @field_validator("ids")
     @classmethod
@@ -333,11 +497,22 @@ class SubjectsConfig(_Section):
 
     @model_validator(mode="after")
     def _names(self):
-        if not (self.ids or self.paths or self.synthetic):
-            raise _At("", "no subjects: give at least one of ids, paths, synthetic")
+        if not (self.ids or self.paths or self.synthetic or self.cohort):
+            raise _At("", "no subjects: give at least one of ids, paths, synthetic, cohort")
         seen: dict[str, str] = {}
         for n in _expand_ids(self.ids):
             seen[n] = "ids"
+        if self.cohort is not None:
+            from .data.cohort import resolve
+
+            try:
+                self._cohort = resolve(self.cohort.spec())
+            except ValueError as e:
+                raise _At("cohort", str(e)) from None
+            for n in self._cohort.names:
+                if n in seen:
+                    raise _At("cohort", f"subject name {n!r} is already used by {seen[n]}")
+                seen[n] = "cohort"
         for kind in ("paths", "synthetic"):
             for i, s in enumerate(getattr(self, kind)):
                 if s.name in seen or s.name == GROUP or s.name.startswith(GROUP + "/"):
@@ -360,7 +535,17 @@ class SubjectsConfig(_Section):
 
     def names(self) -> list[str]:
         """Every subject's name, in config order (bundled, paths, synthetic)."""
-        return _expand_ids(self.ids) + [s.name for s in self.paths] + [s.name for s in self.synthetic]
+        return (_expand_ids(self.ids) + [s.name for s in self.paths] + [s.name for s in self.synthetic]
+                + self.cohort_names())
+
+    def cohort_names(self) -> list[str]:
+        """The cohort's subjects (participant ids, broken ones skipped under ``on_missing: skip``)."""
+        return [] if self._cohort is None else list(self._cohort.names)
+
+    @property
+    def resolved_cohort(self):
+        """The resolved :class:`raybrain.data.cohort.Cohort`, or None without ``cohort``."""
+        return self._cohort
 
     def part(self, part: str | None) -> list[str]:
         """Subject names of a split part (``"train"``, ``"validation"``, ``"test"``); all
@@ -414,18 +599,67 @@ class ParametrisationConfig(_Section):
     """``global``: ``names`` (default G, sigma); ``maps``: ``regional`` (default w_EE, w_EI, sigma)
     as c0 + c1·m1 + c2·m2 plus ``globals`` (default G), the pFIC 10-parameter form; ``regional``:
     one value per region of ``parameter`` (default w_EE) plus ``globals``. ``bounds`` override the
-    defaults per parameter name (for ``regional``, the bare parameter name sets every region)."""
+    defaults per parameter name (for ``regional``, the bare parameter name sets every region);
+    ``bounds: {G: auto}`` searches G from its default low bound to 95 % of the lowest upper edge,
+    over the experiment's subjects, of the range where FIC's fixed point is linearly stable
+    (:func:`raybrain.landscape.stable_g_range`; resolved once, before the runs, and saved resolved).
+    ``maps``: the two maps of kind ``maps`` from files (one per map, or one holding both;
+    CSV/TSV/NPY with or without region labels, :func:`raybrain.data.io.load_map`) instead of
+    pFIC's SC strength and FC gradient."""
 
     kind: Literal["global", "maps", "regional"] = "global"
     names: Optional[list[str]] = None
     regional: Optional[list[str]] = None
     parameter: Optional[str] = None
     globals: Optional[list[str]] = None
-    bounds: dict[str, Bounds] = Field(default_factory=dict)
+    bounds: dict[str, Union[Bounds, Literal["auto"]]] = Field(default_factory=dict)
+    maps: Optional[list[str]] = None
+
+    @field_validator("bounds")
+    @classmethod
+    def _auto(cls, v):
+        for k, b in v.items():
+            if b == "auto" and k != "G":
+                raise _At(k, "'auto' bounds are defined for G only (the range where the FIC fixed point "
+                          "is stable, raybrain.landscape)")
+        return v
+
+    @field_validator("maps")
+    @classmethod
+    def _map_files(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        if len(v) not in (1, 2):
+            raise ValueError(f"give the two maps as two files, or one file holding both (2, N), got {len(v)} files")
+        out = []
+        for one in v:
+            p = _resolve_path(one, info)
+            if not p.is_file():
+                raise ValueError(f"file not found: {str(p)!r}")
+            out.append(str(p))
+        return out
+
+    @property
+    def auto(self) -> tuple[str, ...]:
+        """The parameters whose bounds are ``auto`` (resolved by :meth:`ExperimentConfig.resolved`)."""
+        return tuple(k for k, b in self.bounds.items() if b == "auto")
+
+    def load_maps(self, subject) -> np.ndarray:
+        """The (2, N) maps of ``maps`` for ``subject`` (reordered to its region labels when the
+        files carry labels; :func:`raybrain.data.io.load_map`)."""
+        from .data.io import load_map
+
+        got = [np.atleast_2d(load_map(f, subject.n_regions, labels=subject.labels)) for f in self.maps]
+        m = np.concatenate(got, axis=0)
+        if m.shape[0] != 2:
+            raise ValueError(f"{', '.join(self.maps)}: the maps parametrisation needs exactly two maps, "
+                             f"the files hold {m.shape[0]}")
+        return m
 
     @model_validator(mode="after")
     def _fields_for_kind(self):
         only = {"names": "global", "regional": "maps", "parameter": "regional"}
+        only = dict(only, maps="maps")
         for key, kind in only.items():
             if getattr(self, key) is not None and self.kind != kind:
                 raise _At(key, f"only applies to kind {kind!r} (this is kind {self.kind!r})")
@@ -445,7 +679,7 @@ class ParametrisationConfig(_Section):
         """The :class:`raybrain.parametrisation.Parametrisation` (maps from ``maps_subject``)."""
         from .parametrisation import Global, Maps, Regional
 
-        bounds = {k: tuple(v) for k, v in self.bounds.items()}
+        bounds = {k: tuple(v) for k, v in self.bounds.items() if v != "auto"}
         if self.kind == "global":
             return Global(model, names=tuple(self.names or ("G", "sigma")), bounds_override=bounds)
         globals_ = tuple(self.globals if self.globals is not None else ("G",))
@@ -454,6 +688,9 @@ class ParametrisationConfig(_Section):
             if maps_subject is None:  # names and bounds only (validation)
                 return Maps(model, np.array([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), regional=regional,
                             globals_=globals_, bounds_override=bounds)
+            if self.maps is not None:
+                return Maps(model, self.load_maps(maps_subject), regional=regional, globals_=globals_,
+                            bounds_override=bounds)
             return Maps.from_subject(model, maps_subject, regional=regional, globals_=globals_,
                                      bounds_override=bounds)
         n = n_regions if n_regions is not None else subject.n_regions
@@ -513,7 +750,9 @@ class SimulationConfig(_Section):
     backend: Literal["numpy", "cupy", "auto"] = "numpy"
     window: int = 83
     step: PositiveInt = 1
-    sc_max: Optional[PositiveFloat] = 0.2
+    sc_norm: Optional[Literal["max", "spectral", "strength", "none"]] = None
+    sc_scale: Optional[PositiveFloat] = None
+    sc_max: Optional[PositiveFloat] = None
     meeg: Optional[MEEGConfig] = None
 
     @model_validator(mode="after")
@@ -530,7 +769,35 @@ class SimulationConfig(_Section):
             raise _At("burn_in", f"must be >= 0 seconds, got {self.burn_in!r}")
         if self.window < 2:
             raise _At("window", f"FCD window must be >= 2 frames, got {self.window}")
+        if self.sc_max is not None:
+            if self.sc_norm not in (None, "max"):
+                raise _At("sc_max", f"sets the largest weight (sc_norm: max), but sc_norm is {self.sc_norm!r}; "
+                          "use sc_scale for the value of another norm")
+            if self.sc_scale is not None:
+                raise _At("sc_max", "give sc_max (the largest weight) or sc_norm + sc_scale, not both")
+        if self.sc_norm == "none" and self.sc_scale is not None:
+            raise _At("sc_scale", "sc_norm 'none' keeps the SC as given and takes no sc_scale")
         return self
+
+    @property
+    def sc_scaling(self) -> tuple[str, float | None]:
+        """``(norm, value)`` the connectome is rescaled with (:func:`raybrain.connectome.normalise`):
+        ``sc_norm`` (default ``spectral``; ``max`` when ``sc_max`` is given) and ``sc_scale``
+        (default: the norm's, :data:`raybrain.connectome.DEFAULT_VALUES`); ``sc_max: x`` is the
+        largest weight ``x``."""
+        from .connectome import DEFAULT_VALUES
+
+        if self.sc_max is not None:
+            return "max", float(self.sc_max)
+        norm = self.sc_norm or "spectral"
+        value = self.sc_scale if self.sc_scale is not None else DEFAULT_VALUES[norm]
+        return norm, (None if value is None else float(value))
+
+    def normalise(self, sc):
+        """The connectome as the simulations see it (:func:`raybrain.connectome.normalise`)."""
+        from .connectome import normalise
+
+        return normalise(sc, *self.sc_scaling)
 
     def fidelity(self, index: int | str) -> Fidelity:
         if index == "validation":
@@ -1014,19 +1281,148 @@ class ExperimentConfig(_Section):
 
     def _subject_trs(self) -> dict[str, float]:
         trs = {n: float(_bundled()[n]["tr"]) for n in _expand_ids(self.subjects.ids)}
-        trs.update({p.name: float(p.tr) for p in self.subjects.paths})
-        trs.update({s.name: float(_bundled()[s.from_subject]["tr"]) for s in self.subjects.synthetic})
+        from .data.io import DEFAULT_TR_WITHOUT_BOLD
+
+        trs.update({p.name: float(p.tr if p.tr is not None else DEFAULT_TR_WITHOUT_BOLD) for p in self.subjects.paths})
+        trs.update({s.name: s.source_tr for s in self.subjects.synthetic})
+        cohort = self.subjects.resolved_cohort
+        if cohort is not None:
+            trs.update({n: float(DEFAULT_TR_WITHOUT_BOLD if tr is None else tr) for n, tr in cohort.trs.items()})
         return trs
+
+    def stable_g_ranges(self):
+        """Per subject, the G range where FIC's fixed point is linearly stable
+        (:func:`raybrain.landscape.stable_g_range`, at the model's default parameters, on the
+        subject's connectome as the simulations scale it; a synthetic subject's source
+        connectome): a DataFrame with ``subject``, ``n_regions``, ``G_low``, ``G_high``. Cached."""
+        if "stable_g" not in self._cache:
+            import pandas as pd
+
+            from .landscape import stable_g_range
+
+            model = self.build_model()
+            rows = []
+            for name in self.subjects.names():
+                synth = next((s for s in self.subjects.synthetic if s.name == name), None)
+                subject = synth.connectome() if synth is not None else self.build_subject(name)
+                try:
+                    low, high = stable_g_range(model, self.simulation.normalise(subject.sc))
+                except ValueError as e:
+                    raise ValueError(f"subject {name!r}: {e}") from None
+                rows.append({"subject": name, "n_regions": subject.n_regions, "G_low": float(low),
+                             "G_high": float(high)})
+            self._cache["stable_g"] = pd.DataFrame(rows)
+        return self._cache["stable_g"].copy()
+
+    def auto_bounds(self, margin: float = 0.95) -> dict[str, tuple[float, float]]:
+        """The resolved ``auto`` bounds: for G, ``[default low, margin × min over subjects of the
+        upper edge of FIC's linearly stable G range]`` (:meth:`stable_g_ranges`). A subject whose
+        stable range ends below the low bound is an error naming it."""
+        if not self.parametrisation.auto:
+            return {}
+        low = float(self.build_model().parameter("G").bounds[0])
+        try:
+            ranges = self.stable_g_ranges()
+        except ValueError as e:
+            raise ValueError(f"parametrisation.bounds.G: auto: {e}") from None
+        bad = ranges[~(margin * ranges["G_high"] > low)]
+        if len(bad):
+            raise ValueError("parametrisation.bounds.G: auto: " + "; ".join(
+                f"subject {r.subject!r}: FIC's fixed point is stable only up to G = {r.G_high:.3g}, below the "
+                f"low bound {low:g}" for r in bad.itertuples()) + " (try simulation.sc_norm: spectral, or drop "
+                "these subjects)")
+        return {"G": (low, float(margin * ranges["G_high"].min()))}
+
+    def check_subjects(self) -> list[tuple[str, str]]:
+        """Every problem of every subject that is not bundled, found before any simulation:
+        ``[(subject, problem)]``. User and cohort subjects are loaded (files, labels, TR) and must
+        give finite features: an FC without NaN and, when the loss needs FCD, a recording long
+        enough for the FCD window and an FCD distribution without NaN at the top fidelity's
+        segment length. Synthetic subjects' true G must lie where FIC's fixed point is stable
+        (else their "empirical" BOLD is a runaway)."""
+        from .data.validate import check_fcd_window
+
+        problems: list[tuple[str, str]] = []
+        bundled = set(_expand_ids(self.subjects.ids))
+        top = self.simulation.fidelity("validation" if self.simulation.validation else -1)
+        for name in self.subjects.names():
+            if name in bundled:
+                continue
+            synth = next((s for s in self.subjects.synthetic if s.name == name), None)
+            try:
+                if synth is not None:
+                    self._check_synthetic(synth)
+                    continue
+                subject = self.build_subject(name)
+                if self.fits_fc and not np.all(np.isfinite(subject.fc())):
+                    raise ValueError("its FC has NaN entries (a region with zero variance)")
+                if self.needs_fcd:
+                    if subject.min_frames is not None:
+                        check_fcd_window(subject.min_frames, self.simulation.window, self.simulation.step,
+                                         source=subject.source)
+                    seg = int(round(top.duration / subject.tr))
+                    if not np.all(np.isfinite(subject.fcd_distribution(self.simulation.window,
+                                                                       self.simulation.step, seg))):
+                        raise ValueError("its FCD distribution has NaN entries (a window with a constant region)")
+            except ValueError as e:
+                problems.append((name, str(e).splitlines()[0]))
+        return problems
+
+    def _check_synthetic(self, s: "SyntheticSubject") -> None:
+        """A synthetic subject whose true G lies beyond FIC's stable range is refused."""
+        model = self.build_model()
+        src = s.connectome()
+        par = self.build_parametrisation(s.name)
+        truth = dict(zip(par.names, map(float, par.from_dict(s.params)[0])))
+        g = truth.get("G", float(model.parameter("G").default))
+        from .landscape import stable_g_range
+
+        try:
+            _, high = stable_g_range(model, self.simulation.normalise(src.sc))
+        except ValueError:
+            return  # no known fixed point (e.g. FIC off, other models): nothing to check
+        if g >= high:
+            raise ValueError(f"its true G = {g:g} lies beyond the stable range of FIC's fixed point on "
+                             f"{src.name} (stable up to G = {high:.3g}); its simulated BOLD would run away")
+
+    def excluding(self, names) -> "ExperimentConfig":
+        """This config with the cohort subjects ``names`` excluded (``on_missing: skip``)."""
+        names = list(names)
+        if not names:
+            return self
+        data = json.loads(self.model_dump_json())
+        data["subjects"]["cohort"]["exclude"] = list(dict.fromkeys(data["subjects"]["cohort"]["exclude"] + names))
+        return ExperimentConfig.model_validate(data)
+
+    def resolved(self) -> "ExperimentConfig":
+        """This config with its ``auto`` bounds replaced by numbers (itself when there are none):
+        what the runs receive and what ``experiment.json`` records."""
+        if not self.parametrisation.auto:
+            return self
+        data = json.loads(self.model_dump_json())
+        data["parametrisation"]["bounds"].update({k: [lo, hi] for k, (lo, hi) in self.auto_bounds().items()})
+        out = ExperimentConfig.model_validate(data)
+        out._cache.update(self._cache)
+        return out
+
+    def covariates(self):
+        """The cohort's covariates, a DataFrame with a ``subject`` column then one column per
+        covariate (None without a cohort)."""
+        cohort = self.subjects.resolved_cohort
+        if cohort is None:
+            return None
+        df = cohort.covariates.copy()
+        df.index.name = "subject"
+        return df.reset_index()
 
     def _n_regions(self) -> int | None:
         if self.parametrisation.kind != "regional":
             return None
-        ids = _expand_ids(self.subjects.ids) + [s.from_subject for s in self.subjects.synthetic]
+        ids = _expand_ids(self.subjects.ids) + [s.from_subject for s in self.subjects.synthetic
+                                                 if s.from_subject is not None]
         if ids:
             return int(_bundled()[ids[0]]["n_regions"])
-        from .data import load_matrix
-
-        return int(np.shape(load_matrix(self.subjects.paths[0].sc))[0])
+        return int(self.build_subject(self.subjects.names()[0]).n_regions)
 
     def _synthetic_fidelity(self, s: SyntheticSubject) -> Fidelity:
         last = self.simulation.fidelities[-1]
@@ -1118,7 +1514,7 @@ class ExperimentConfig(_Section):
         return self._cache[name]
 
     def _make_subject(self, name: str):
-        from .data import group_average, load_subject, load_user_subject
+        from .data import group_average, load_subject
 
         subj = self.subjects
         if name == GROUP or name.startswith(GROUP + "/"):
@@ -1132,7 +1528,9 @@ class ExperimentConfig(_Section):
             return group_average([self.build_subject(m) for m in members], name=name)
         for p in subj.paths:
             if p.name == name:
-                return load_user_subject(p.sc, bold=p.bold, lengths=p.lengths, tr=p.tr, name=p.name)
+                return p.load()
+        if subj.resolved_cohort is not None and name in subj.resolved_cohort.names:
+            return subj.resolved_cohort.load_subject(name)
         for i, s in enumerate(subj.synthetic):
             if s.name == name:
                 return self._simulate_synthetic(i, s)
@@ -1150,17 +1548,16 @@ class ExperimentConfig(_Section):
         its BOLD (float64) becomes the subject's empirical BOLD and, for a spectral loss, its M/EEG
         signal sampled at ``simulation.meeg.fs`` the subject's ``meeg`` (same noise)."""
         from ._backend import asnumpy
-        from .data import Subject, load_subject
+        from .data import Subject
         from .integrate import Simulation
-        from .objective import scale_sc
 
-        src = load_subject(s.from_subject)
+        src = s.connectome()
         model = self.build_model()
         par = self.build_parametrisation(src)
         theta = par.from_dict(s.params)
         f = self._synthetic_fidelity(s)
-        settings = self.simulation.settings(f, src.tr, seed=s.seed).replace(noise="independent")
-        sc = scale_sc(src.sc, self.simulation.sc_max)
+        settings = self.simulation.settings(f, s.source_tr, seed=s.seed).replace(noise="independent")
+        sc = self.simulation.normalise(src.sc)
         params = par.to_model_params(theta)
 
         def run(m, st):
@@ -1182,7 +1579,8 @@ class ExperimentConfig(_Section):
             meeg_x = run(model, ms)
             what = [f"M/EEG {ms.duration:g} s at {meeg.fs:g} Hz, dt {f.dt:g} s"] + (what if bold is not None else [])
         truth = dict(zip(par.names, map(float, theta[0])))
-        subject = Subject(name=s.name, sc=src.sc, tr=src.tr, bold=bold, lengths=src.lengths, labels=src.labels,
+        subject = Subject(name=s.name, sc=src.sc, tr=s.source_tr, bold=bold, lengths=src.lengths, labels=src.labels,
+                          centres=src.centres,
                           meeg=meeg_x, meeg_fs=None if meeg is None else meeg.fs,
                           source=f"synthetic subject {s.name!r} simulated from {src.name} "
                                  f"(seed {s.seed}, {'; '.join(what)})")
@@ -1200,13 +1598,11 @@ class ExperimentConfig(_Section):
         return None
 
     def _maps_subject(self, name: str):
-        """Whose maps a ``maps`` parametrisation uses: a synthetic subject's bundled source (the
-        maps its truth was defined on), otherwise the subject itself."""
-        from .data import load_subject
-
+        """Whose maps a ``maps`` parametrisation uses: a synthetic subject's source (the maps its
+        truth was defined on), otherwise the subject itself."""
         for s in self.subjects.synthetic:
             if s.name == name:
-                return load_subject(s.from_subject)
+                return s.connectome()
         return self.build_subject(name)
 
     def build_parametrisation(self, subject):
@@ -1227,7 +1623,8 @@ class ExperimentConfig(_Section):
         par = self.build_parametrisation(self._maps_subject(subject_name))
         meeg = self.simulation.meeg.build() if self.simulation.meeg is not None and self.spectral else None
         return Objective(subject, par.model, par, self.loss, self.simulation.settings(fid, subject.tr),
-                         window=self.simulation.window, step=self.simulation.step, sc_max=self.simulation.sc_max,
+                         window=self.simulation.window, step=self.simulation.step,
+                         sc_norm=self.simulation.sc_scaling[0], sc_max=self.simulation.sc_scaling[1],
                          meeg=meeg)
 
 

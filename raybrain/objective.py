@@ -31,6 +31,7 @@ from . import features as F
 from ._backend import asnumpy
 from .data import Subject
 from .data.validate import check_fcd_window
+from .connectome import DEFAULT_VALUES, check_norm, normalise
 from .integrate import Simulation, SimulationSettings
 from .losses import Loss, Target, get_loss
 from .models import Model, get_model
@@ -68,17 +69,12 @@ def loss_parts(loss) -> dict:
 
 
 def scale_sc(sc, sc_max: float | None):
-    """The connectome rescaled so its largest weight is ``sc_max`` (pFIC: 0.02); None keeps it."""
-    sc = np.asarray(sc, dtype=np.float64)
+    """The connectome rescaled so its largest weight is ``sc_max`` (pFIC: 0.02); None keeps it.
+
+    ``normalise(sc, "max", sc_max)`` (:mod:`raybrain.connectome`, which offers other norms)."""
     if sc_max is None:
-        return sc
-    if isinstance(sc_max, bool) or not (isinstance(sc_max, (int, float, np.number)) and math.isfinite(sc_max)
-                                        and sc_max > 0):
-        raise ValueError(f"sc_max must be None or a finite number > 0, got {sc_max!r}")
-    top = sc.max()
-    if not top > 0:
-        raise ValueError("cannot rescale an all-zero SC")
-    return sc * (float(sc_max) / top)
+        return np.asarray(sc, dtype=np.float64)
+    return normalise(sc, "max", sc_max)
 
 
 @dataclass
@@ -86,10 +82,18 @@ class Objective:
     """Evaluate parameter vectors of ``parametrisation`` on ``subject`` (see module docstring).
 
     ``settings.tr`` is replaced by the subject's TR; ``window``/``step`` are the FCD window in TRs
-    (CBIG: 83 TRs ≈ 60 s at TR 0.72 s). ``sc_max`` rescales the SC so its largest weight is 0.2
-    by default (the pMFM convention, Kong 2021): on the bundled HCP connectomes the FIC fixed point
-    then holds for G up to ≈ 2.5 and the FC fit peaks near G ≈ 2 (pFIC scales to 0.02 with its own
-    SC processing; pass ``sc_max=0.02`` to follow it).
+    (CBIG: 83 TRs ≈ 60 s at TR 0.72 s).
+
+    The SC is rescaled by :func:`raybrain.connectome.normalise`: ``sc_norm`` chooses the statistic
+    (``"max"``: largest weight, ``"spectral"``: spectral radius, ``"strength"``: mean node
+    strength, ``"none"``) and ``sc_max`` the value it is set to; left at ``"default"`` it is that
+    norm's default (:data:`raybrain.connectome.DEFAULT_VALUES`: 0.2 for ``"max"``), and None keeps
+    the SC as given (like ``sc_norm="none"``). After construction :attr:`sc_max` holds the value
+    used. The default, largest weight 0.2, is the pMFM convention (Kong 2021): on the bundled HCP
+    connectomes the FIC fixed point then holds for G up to ≈ 2.8 and the FC fit peaks near G ≈ 2
+    (pFIC scales to 0.02 with its own SC processing; pass ``sc_max=0.02`` to follow it). Other
+    parcellations lose FIC's fixed point at much smaller G under it; ``sc_norm="spectral"`` keeps
+    the stable G range comparable (:mod:`raybrain.landscape`).
 
     The empirical FCD is computed on segments as long as the simulated BOLD (T_sim frames; the
     recording is cut into floor(T_emp / T_sim) non-overlapping segments, their FCDs pooled), and
@@ -105,14 +109,21 @@ class Objective:
     settings: SimulationSettings = field(default_factory=SimulationSettings)
     window: int = 83
     step: int = 1
-    sc_max: float | None = 0.2
+    sc_max: float | str | None = "default"
     plausible_range: tuple[float, float] = F.PLAUSIBLE_RATE_HZ
     meeg: MEEGSettings | None = None
+    sc_norm: str = "max"
 
     def __post_init__(self):
         self.model = get_model(self.model)
         self.loss = build_loss(self.loss)
-        self.sc = scale_sc(self.subject.sc, self.sc_max)
+        check_norm(self.sc_norm, source="sc_norm")
+        if isinstance(self.sc_max, str):
+            if self.sc_max != "default":
+                raise ValueError(f"sc_max must be a number > 0, None or 'default', got {self.sc_max!r}")
+            self.sc_max = DEFAULT_VALUES[self.sc_norm]
+        norm = "none" if self.sc_max is None else self.sc_norm
+        self.sc = normalise(self.subject.sc, norm, self.sc_max)
         parts = loss_parts(self.loss)
         #: name of the spectral part (None: no spectral fit) and of the FC parts
         self.spectral_part = next((k for k, lo in parts.items() if isinstance(lo, SpectralLoss)), None)

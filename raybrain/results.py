@@ -370,6 +370,7 @@ class Results:
     truth: dict | None = None  # synthetic targets' known parameters and the bounds (truth.json)
     bounds: dict | None = None  # the search bounds {name: [low, high]} (truth.json, else experiment.json)
     burn_in: float = 0.0  # simulation.burn_in (s) of experiment.json: charged to every fresh simulation
+    covariates: pd.DataFrame | None = None  # cohort covariates by subject (covariates.tsv), None without
 
     @property
     def params(self) -> list[str]:
@@ -470,7 +471,78 @@ def load(path: str | os.PathLike, threads: int = 8) -> Results:
         runs = runs.merge(pd.DataFrame(written), on="run_id", how="outer", suffixes=("", "_reported"))
     if truth and not runs.empty:
         runs["recovery_err"] = recovery_error(runs, truth)
-    return Results(df, runs, truth, bounds, burn_in)
+    covariates = read_covariates(root)
+    if covariates is not None:
+        df, runs = _with_covariates(df, covariates), _with_covariates(runs, covariates)
+    return Results(df, runs, truth, bounds, burn_in, covariates)
+
+
+COVARIATES_FILE = "covariates.tsv"
+_NA = ("n/a", "")
+
+
+def read_covariates(root: str | os.PathLike) -> pd.DataFrame | None:
+    """The covariates of a cohort (module docstring) from ``root/covariates.tsv`` (``root`` may
+    also be the file itself): a DataFrame with a ``subject`` column (strings) and one column per
+    covariate (float64 where every present value is a number, else strings; missing values NaN);
+    None when there is no such file. Raises ValueError (message starting with the file's path) for
+    a file without a ``subject`` column, an empty or repeated subject, or no rows."""
+    p = Path(root)
+    f = p if p.is_file() else p / COVARIATES_FILE
+    if not f.is_file():
+        return None
+    try:
+        df = pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False, na_values=list(_NA))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f}: not a tab-separated table ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    return _clean_covariates(df, str(f))
+
+
+def _clean_covariates(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    if "subject" not in df.columns and "participant_id" in df.columns:
+        df = df.rename(columns={"participant_id": "subject"})
+    if "subject" not in df.columns:
+        raise ValueError(f"{where}: the first column must be 'subject' (the subject names of the results), "
+                         f"found columns {list(df.columns)[:6]}")
+    if df.empty:
+        raise ValueError(f"{where}: no subject rows")
+    subj = df["subject"]
+    empty = subj.isna().to_numpy() | (subj.astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        raise ValueError(f"{where}: data row {int(np.flatnonzero(empty)[0]) + 1} has no subject name")
+    df["subject"] = subj.astype(str).str.strip()
+    dup = df["subject"][df["subject"].duplicated()]
+    if not dup.empty:
+        raise ValueError(f"{where}: subject {dup.iloc[0]!r} appears more than once")
+    cols = ["subject"] + [c for c in df.columns if c != "subject"]
+    bad = [c for c in cols[1:] if not c or c.startswith("Unnamed:")]
+    if bad:
+        raise ValueError(f"{where}: a covariate column has no name")
+    df = df[cols]
+    for c in cols[1:]:
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            df[c] = s.astype(float)
+            continue
+        s = s.where(s.isna(), s.astype(str).str.strip())
+        s = s.mask(s.isin(_NA))
+        num = pd.to_numeric(s, errors="coerce")
+        df[c] = num.astype(float) if num.notna().sum() == s.notna().sum() else s.astype(object)
+    return df.reset_index(drop=True)
+
+
+def _with_covariates(df: pd.DataFrame, covariates: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the covariates of each row's ``subject`` appended (the fitted or held-out
+    target; null for a target that is not a cohort subject, e.g. a group). A covariate whose name
+    is already a column keeps the record's column and is not added."""
+    cov = covariates[[c for c in covariates.columns if c == "subject" or c not in df.columns]]
+    if len(cov.columns) == 1 or "subject" not in df.columns:
+        return df
+    out = df.merge(cov, on="subject", how="left", sort=False)
+    out.index = df.index
+    return out
 
 
 def _evaluations(files: Sequence[Path], threads: int = 8) -> pd.DataFrame:

@@ -11,7 +11,6 @@ import yaml
 from raybrain.data import list_subjects, load_subject
 from raybrain.experiment import ConfigError, ExperimentConfig, known_optimizers, load_config
 from raybrain.integrate import Simulation, SimulationSettings
-from raybrain.objective import scale_sc
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SHIPPED = sorted(EXPERIMENTS.glob("*.yaml"))
@@ -303,7 +302,7 @@ def test_user_subject_paths_resolve_against_the_config_folder(tmp_path, quicksta
     cfg = load_config(p)
     s = cfg.build_subject("me")
     np.testing.assert_allclose(s.bold, bold)
-    np.testing.assert_allclose(s.sc, sc)
+    np.testing.assert_allclose(s.sc, sc - np.diag(np.diag(sc)))  # self-connections removed (diagonal="zero")
     assert s.tr == 2.0 and cfg.true_params("me") is None
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -335,7 +334,9 @@ def test_synthetic_subject_is_the_simulation_at_its_true_parameters():
     # independently: the same simulation set up by hand
     src = load_subject("hcp/101309")
     settings = SimulationSettings(duration=57.6, dt=0.01, burn_in=10.0, tr=0.72, seed=7, dtype="float64")
-    res = Simulation("hopf", scale_sc(src.sc, 0.2), {"G": np.array([0.8]), "a": np.array([0.0])}, settings,
+    assert cfg.simulation.sc_scaling == ("spectral", 0.49)  # the default: spectral radius 0.49
+    sc = src.sc * (0.49 / np.abs(np.linalg.eigvalsh(src.sc)).max())
+    res = Simulation("hopf", sc, {"G": np.array([0.8]), "a": np.array([0.0])}, settings,
                      batch=1, streams=np.array([0])).run()
     np.testing.assert_array_equal(subj.bold, np.asarray(res.bold[0]))
     assert subj.bold.shape == (80, 80) and subj.tr == 0.72

@@ -12,6 +12,10 @@ A *group* subject (see ``raybrain.data.group_average``) has no BOLD of its own; 
 ``members`` and defines its empirical features from theirs: FC is the mean of the members' FCs
 and the FCD distribution is the pooled (concatenated, sorted) members' distributions.
 
+A subject may instead carry *precomputed targets* (``fc_target``, ``fcd_target``) when its BOLD
+is not at hand (e.g. a published group FC, a CBIG FCD CDF): ``fc()`` and ``fcd_distribution()``
+then return them.
+
 All arrays are float64 copies marked read-only, so a Subject (and its cached features) can be
 shared freely.
 """
@@ -60,6 +64,15 @@ class Subject:
         potentials), the target of spectral fits (:mod:`raybrain.spectral`). None by default.
     meeg_fs : float or None
         Its sampling rate in Hz (required with ``meeg``).
+    centres : array (N, 3) or None
+        Region centres (mm), e.g. from a TVB zip or an atlas table.
+    notes : tuple of str
+        One-line notes of what the loaders did to the data (triangle mirrored, frames dropped, ...).
+    fc_target : array (N, N) or None
+        A precomputed empirical FC (Pearson r; symmetric; the diagonal is set to 1) for a subject
+        without BOLD. Not allowed together with ``bold`` or ``members``.
+    fcd_target : array (M,) or None
+        A precomputed empirical FCD sample (values in [-1, 1], stored sorted); needs ``fc_target``.
     """
 
     name: str
@@ -72,6 +85,10 @@ class Subject:
     members: tuple["Subject", ...] = ()
     meeg: np.ndarray | None = None
     meeg_fs: float | None = None
+    centres: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+    fc_target: np.ndarray | None = None
+    fcd_target: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +114,22 @@ class Subject:
                 raise ValueError(f"{src('meeg_fs')}: the M/EEG sampling rate must be a positive number of Hz, got {fs!r}")
             set_(self, "meeg_fs", float(fs))
             set_(self, "meeg", _readonly(validate.check_bold(self.meeg, n, source=src("meeg"))))
+        if self.centres is not None:
+            set_(self, "centres", _readonly(validate.check_centres(self.centres, n, source=src("centres"))))
+        notes = (self.notes,) if isinstance(self.notes, str) else tuple(self.notes)
+        set_(self, "notes", tuple(" ".join(str(x).split()) for x in notes if str(x).strip()))
+        if self.fc_target is not None or self.fcd_target is not None:
+            given = "fc_target" if self.fc_target is not None else "fcd_target"
+            if self.bold is not None or self.members:
+                raise ValueError(f"{src(given)}: subject {self.name!r}: a precomputed {given} is for a subject "
+                                 f"without BOLD; give BOLD or precomputed targets, not both")
+            if self.fc_target is None:
+                raise ValueError(f"{src('fcd_target')}: subject {self.name!r}: an FCD target needs an FC target "
+                                 f"(fc_target) too; every FC loss scores the FC")
+            set_(self, "fc_target", _readonly(validate.check_fc_target(self.fc_target, n, source=src("fc_target"))))
+            if self.fcd_target is not None:
+                set_(self, "fcd_target", _readonly(validate.check_fcd_target(self.fcd_target,
+                                                                             source=src("fcd_target"))))
         members = tuple(self.members)
         set_(self, "members", members)
         if members:
@@ -133,25 +166,29 @@ class Subject:
 
     @property
     def has_functional(self) -> bool:
-        """True when empirical FC/FCD are available (own BOLD, or a group of subjects with BOLD)."""
+        """True when an empirical FC is available (own BOLD, a precomputed ``fc_target``, or a
+        group whose members all have one). The FCD may still be missing: see ``fcd_distribution``."""
         if self.members:
             return all(m.has_functional for m in self.members)
-        return self.bold is not None
+        return self.bold is not None or self.fc_target is not None
 
     # --------------------------------------------------------------- features
     def _need_functional(self, what: str) -> None:
         if not self.has_functional:
             raise ValueError(
                 f"{self.source if self.source != _ARGS else 'bold'}: subject {self.name!r} has no BOLD, "
-                f"so its empirical {what} is undefined; load it with a BOLD file"
+                f"so its empirical {what} is undefined; load it with a BOLD file (or precomputed fc=/fcd= targets)"
             )
 
     def fc(self) -> np.ndarray:
         """Empirical FC (N, N), cached.
 
         Single subject: FC_ij = Pearson r(BOLD[:, i], BOLD[:, j]) (``raybrain.features.fc``).
-        Group: the element-wise mean of the members' FC matrices.
+        Group: the element-wise mean of the members' FC matrices. A subject with a precomputed
+        ``fc_target`` and no BOLD: that target.
         """
+        if self.fc_target is not None:
+            return self.fc_target
         if "fc" not in self._cache:
             self._need_functional("FC")
             if self.members:
@@ -174,7 +211,20 @@ class Subject:
         frames is compared with an FCD of the same length; None (or a segment not shorter than
         the recording) uses the whole recording. Group: the members' distributions pooled
         (concatenated) and sorted, so a KS distance against it compares with the whole group.
+
+        A subject with precomputed targets and no BOLD returns its ``fcd_target`` whatever the
+        arguments: a precomputed FCD cannot be re-segmented or recomputed with another window, so
+        it is compared as given (it should come from the same window and step, in TRs, as the
+        fit). Without an ``fcd_target`` it is an error naming the subject.
         """
+        if self.bold is None and not self.members and self.fc_target is not None:
+            if self.fcd_target is None:
+                raise ValueError(
+                    f"{self.source if self.source != _ARGS else 'fcd'}: subject {self.name!r} has a precomputed FC "
+                    f"target but no BOLD and no FCD target, so its empirical FCD is undefined; give fcd= (an FCD "
+                    f"sample or a CBIG FCD CDF) or fit a loss that needs no FCD (e.g. 'fc_corr')"
+                )
+            return self.fcd_target
         seg = None if segment is None or (self.n_frames is not None and int(segment) >= self.n_frames) \
             else int(segment)
         key = ("fcd", window, step, seg)
@@ -197,7 +247,8 @@ class Subject:
 
     @property
     def min_frames(self) -> int | None:
-        """The shortest recording's number of frames (a group: over its members); None without BOLD."""
+        """The shortest recording's number of frames (a group: over its members); None without BOLD
+        (SC-only subjects and subjects with precomputed targets, or a group with such a member)."""
         if self.members:
             n = [m.min_frames for m in self.members]
             return None if any(v is None for v in n) else min(n)
@@ -210,6 +261,8 @@ class Subject:
         parts.append(f"tr={self.tr:g}")
         if self.members:
             parts.append(f"members={len(self.members)}")
+        elif self.fc_target is not None:
+            parts.append("fc_target" + (", fcd_target" if self.fcd_target is not None else ""))
         if self.meeg is not None:
             parts.append(f"meeg={self.meeg.shape[0]} samples at {self.meeg_fs:g} Hz")
         parts.append(f"source={self.source!r}")

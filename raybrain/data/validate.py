@@ -21,6 +21,9 @@ __all__ = [
     "check_tr",
     "check_fcd_window",
     "check_labels",
+    "check_centres",
+    "check_fc_target",
+    "check_fcd_target",
 ]
 
 
@@ -172,3 +175,51 @@ def check_labels(labels: Sequence[str] | None, n_regions: int, source: str = "la
     if len(out) != n_regions:
         raise ValueError(f"{source}: expected {n_regions} region labels (one per SC region), got {len(out)}")
     return out
+
+
+def check_centres(centres, n_regions: int, source: str = "centres") -> np.ndarray:
+    """Region centres: (N, 3) coordinates (mm), finite."""
+    a = _as_float_array(centres, "centres", source)
+    if a.shape != (n_regions, 3):
+        raise ValueError(f"{source}: centres must be ({n_regions}, 3), one x, y, z per SC region, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{source}: centres must be finite, found {int(np.sum(~np.isfinite(a)))} NaN/inf entries "
+                         f"(first at region {_first_bad(~np.isfinite(a))[0]})")
+    return a
+
+
+def check_fc_target(fc, n_regions: int, source: str = "fc") -> np.ndarray:
+    """A precomputed empirical FC: (N, N), symmetric, Pearson r in [-1, 1] off the diagonal.
+
+    The diagonal is ignored (files hold 1, 0 or NaN there) and set to 1, as the FC of a BOLD
+    recording has it. Fisher z values (|z| > 1) are refused with a hint to give r = tanh(z).
+    """
+    a = _as_float_array(fc, "FC", source)
+    if a.shape != (n_regions, n_regions):
+        raise ValueError(f"{source}: FC must be ({n_regions}, {n_regions}) like the SC, got shape {a.shape}")
+    off = ~np.eye(n_regions, dtype=bool)
+    bad = off & ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{source}: FC must be finite off the diagonal, found {int(bad.sum())} NaN/inf "
+                         f"entries (first at {_first_bad(bad)})")
+    if np.any(np.abs(a[off]) > 1 + 1e-9):
+        raise ValueError(f"{source}: FC values must be Pearson correlations in [-1, 1], found max |FC| = "
+                         f"{np.abs(a[off]).max():.4g} (Fisher z? give r = tanh(z))")
+    asym = np.abs(a - a.T)[off]
+    if asym.size and asym.max() > 1e-6:
+        raise ValueError(f"{source}: FC must be symmetric, max |FC - FC^T| = {asym.max():.3g}")
+    a = np.clip((a + a.T) / 2, -1.0, 1.0)
+    np.fill_diagonal(a, 1.0)
+    return a
+
+
+def check_fcd_target(fcd, source: str = "fcd") -> np.ndarray:
+    """A precomputed FCD sample: 1-D, non-empty, finite, values in [-1, 1]; returned sorted."""
+    a = _as_float_array(fcd, "FCD", source)
+    if a.ndim != 1 or a.size < 1:
+        raise ValueError(f"{source}: an FCD target must be a non-empty 1-D sample of FCD values, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{source}: FCD values must be finite, found {int(np.sum(~np.isfinite(a)))} NaN/inf")
+    if np.any(np.abs(a) > 1 + 1e-9):
+        raise ValueError(f"{source}: FCD values are correlations in [-1, 1], found min {a.min():.4g}, max {a.max():.4g}")
+    return np.sort(np.clip(a, -1.0, 1.0))

@@ -89,7 +89,8 @@ class ReducedWongWang(Model):
     noise_variables = (0, 1)
     summary_observables = ("r_E",)
     parameters = (
-        Parameter("G", 1.0, "1", (0.0, 3.0), "global coupling (with SC scaled to max 0.2, FIC holds up to G ≈ 2.5)", regional=False),
+        Parameter("G", 1.0, "1", (0.0, 3.0), "global coupling (FIC holds up to G ≈ 2.6–2.9 with the SC at "
+                  "spectral radius 0.49 or max weight 0.2; raybrain landscape)", regional=False),
         Parameter("sigma", 0.005, "1/sqrt(s)", (0.0005, 0.01), "noise amplitude on S_E and S_I"),
         Parameter("w_EE", 1.4, "1", (1.0, 10.0), "local excitatory recurrence w+ (Deco 2014 default)"),
         Parameter("w_EI", 1.0, "1", (1.0, 5.0), "excitatory-to-inhibitory coupling"),

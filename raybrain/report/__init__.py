@@ -16,7 +16,10 @@ resource), each figure as a PNG file and each table as ``tables/<name>.csv``. Se
   the E/I ratio per subject;
 * **Parameter recovery** (synthetic subjects, ``truth.json``): fitted vs true, recovery error;
 * **Loss landscapes**: loss over the first two parameters (a grid optimizer's map, else every
-  evaluation interpolated or binned) with every optimizer's samples on top.
+  evaluation interpolated or binned) with every optimizer's samples on top;
+* **Cohort** (a cohort experiment, ``covariates.tsv``): the per-subject fits, each fitted quantity
+  regressed on each covariate (slope, 95 % CI, permutation p, corrected across tests), the
+  distributions and the significant associations (:mod:`raybrain.report.cohort`).
 
 A section with nothing to show says why. For notebooks, every figure is a function returning a
 :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot) and every table one returning a DataFrame;
@@ -31,6 +34,7 @@ they take :class:`raybrain.results.Results`, an evaluations DataFrame or a resul
     report.build("results/quickstart")          # Path of index.html
 """
 from .brains import Brain, load_experiment, regional_values, resimulate
+from .cohort import associate, fits_table, plot_association, plot_distributions, plot_glass_brain, read_covariates
 from .figures import brains, convergence, ei_ratio, final_fit, holdout, landscape, parameters, recovery
 from .html import build, sections
 from .stats import (X_AXES, NothingToShow, as_results, best_so_far, convergence_table, cost, fitted_parameters,
@@ -49,4 +53,6 @@ __all__ = [
     "sim_seconds", "with_costs", "X_AXES",
     # re-simulation
     "resimulate", "Brain", "load_experiment", "regional_values",
+    # cohort
+    "fits_table", "associate", "plot_distributions", "plot_association", "plot_glass_brain", "read_covariates",
 ]

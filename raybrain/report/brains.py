@@ -44,6 +44,7 @@ class Brain:
     regional: dict[str, np.ndarray] = field(default_factory=dict)  # model parameters per region
     labels: tuple[str, ...] | None = None  # region names (the subject's), None when unknown
     ei: np.ndarray | None = None  # E/I per region (time-mean S_E / S_I), None without E and I populations
+    rates: np.ndarray | None = None  # time-mean excitatory rate r_E per region (Hz), None without one
 
     @property
     def fc_corr(self) -> float:
@@ -179,11 +180,14 @@ def resimulate(path, res=None, *, subjects=None, max_duration: float = DEFAULT_M
             s_e = _asnumpy(means["S_E"]).astype(float).reshape(-1, fc_sim.shape[0]).mean(axis=0)
             s_i = _asnumpy(means["S_I"]).astype(float).reshape(-1, fc_sim.shape[0]).mean(axis=0)
             ei = np.asarray(F.ei_ratio(s_e, s_i), dtype=float)
+        rates = None
+        if "r_E" in means:
+            rates = _asnumpy(means["r_E"]).astype(float).reshape(-1, fc_sim.shape[0]).mean(axis=0)
         labels = getattr(obj.subject, "labels", None)
         out.append(Brain(subject=subject, optimizer=str(row["optimizer"]), run_id=str(row["run_id"]),
                          params=params, fitted_loss=float(row["loss"]), loss=float(rec["loss"]),
                          duration=float(n_frames * tr), seed=int(seed), fc_emp=np.asarray(obj.target.fc, float),
                          fc_sim=fc_sim, fcd_emp=None if fcd_emp is None else np.asarray(fcd_emp, float),
                          fcd_sim=fcd_sim, record=rec, regional=regional_values(cfg, subject, params),
-                         labels=tuple(labels) if labels is not None else None, ei=ei))
+                         labels=tuple(labels) if labels is not None else None, ei=ei, rates=rates))
     return out

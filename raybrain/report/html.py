@@ -1,6 +1,9 @@
 """The report page: one self-contained HTML file (figures embedded as base64 PNG, inline CSS, no
 script, no external resource: it opens offline), every figure also as a PNG file and every table
-as a CSV file (full precision) next to it.
+as a CSV file (full precision) next to it. An experiment whose results folder holds
+``covariates.tsv`` gets a last section, **Cohort** (:mod:`raybrain.report.cohort`): one fit per
+subject, its associations with the covariates (permutation p-values corrected over every test) and
+their figures; other experiments have no such section.
 """
 from __future__ import annotations
 
@@ -29,9 +32,12 @@ DPI = 100
 #: every file a report may write besides index.html; a new build first removes the old ones (a figure
 #: with nothing to show this time must not survive from an earlier build)
 FIGURE_FILES = ("convergence-sims", "convergence-wall", "convergence-sim-seconds", "final-fit", "holdout", "brains",
-                "parameters", "ei-ratio", "recovery", "landscape", "cd-diagram", "profiles")
+                "parameters", "ei-ratio", "recovery", "landscape", "cd-diagram", "profiles", "cohort-distributions")
 TABLE_FILES = ("convergence-curves", "ranking", "friedman", "pairwise", "cost", "holdout", "brains", "parameters",
-               "recovery", "validated-ranking", "validated-pairs", "at-bound", "identifiability")
+               "recovery", "validated-ranking", "validated-pairs", "at-bound", "identifiability", "cohort-fits",
+               "cohort-associations")
+#: the cohort section's scatter figures are named per association: removed by this pattern
+COHORT_FIGURES = ("cohort-assoc-*.png", "cohort-glass-*.png")
 
 
 # ------------------------------------------------------------------------------------ blocks
@@ -378,6 +384,17 @@ def sections(path, res: R.Results | None = None, *, simulate: bool = True,
         res.bounds = bounds
     fit.h3("Validated comparison: differences within noise are ties")
     NZ.section(res, fit)
+    # cohort (group effects of covariates): only for an experiment with covariates.tsv
+    from . import cohort as CO
+
+    if (path / CO.COVARIATES_FILE).is_file():
+        log("cohort")
+        coh = Section("cohort", "Cohort")
+        try:
+            CO.section(res, coh, path, brains=fits, cfg=cfg)
+        except ValueError as e:  # a malformed covariates file: said in its section, the rest of the report stands
+            coh.note(f"cohort analysis not possible: {' '.join(str(e).split())[:300]}")
+        out.append(coh)
     facts = {"cfg": cfg, "cfg_note": cfg_note, "burn_in": burn_in}
     return out, facts
 
@@ -412,6 +429,8 @@ def build(path, out=None, *, simulate: bool = True, max_duration: float = DEFAUL
                 "tables in full precision: tables/*.csv next to this page")
     out.mkdir(parents=True, exist_ok=True)
     for f in [out / f"{n}.png" for n in FIGURE_FILES] + [out / "tables" / f"{n}.csv" for n in TABLE_FILES]:
+        f.unlink(missing_ok=True)
+    for f in (f for pattern in COHORT_FIGURES for f in out.glob(pattern)):
         f.unlink(missing_ok=True)
     for s in secs:  # CSV-only tables
         for b in [b for b in s.blocks if b.kind == "table-csv"]:

@@ -563,6 +563,7 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
     from ..results import ResultsWriter
 
     selection = selection or X.Selection()
+    cfg = cfg.resolved()  # auto bounds: numbers, the same for every run and in experiment.json
     root = Path(cfg.storage).resolve() / cfg.name
     specs = selection.apply(cfg.runs())
     run_ids = [s.run_id for s in specs]
@@ -573,6 +574,7 @@ def run_experiment(cfg, *, resume: bool = False, num_cpus: int | None = None, ve
         saved.write_text(text)
     _write_truth(cfg, root)
     _write_schema(cfg, root)
+    _write_covariates(cfg, root)
     X.write_status(root, selection, "running", run_ids)
     _init_ray(num_cpus)
     tune_dir = X.tune_dir(root, selection)
@@ -680,6 +682,21 @@ def _trial_runs(cfg, text: str, specs):
     searcher, scheduler = PerRun(runs, budgets, wall_s=cfg.budget.wall_s), PerRunScheduler(makers)
     searcher.scheduler = scheduler  # Tune saves no scheduler: the searcher saves it with its own state
     return searcher, scheduler, max(1, min(conc, 2 * slots))
+
+
+def _write_covariates(cfg, root: Path) -> None:
+    """``covariates.tsv``: the cohort's covariates, one row per subject (``subject`` first; BIDS
+    ``n/a`` for missing values), which :func:`raybrain.results.load` joins onto every record and
+    run row by subject."""
+    df = cfg.covariates()
+    if df is None:
+        return
+    from ..results import _atomic_write
+
+    text = df.to_csv(sep="\t", index=False, na_rep="n/a")
+    f = root / "covariates.tsv"
+    if not (f.is_file() and f.read_text() == text):
+        _atomic_write(f, lambda p: p.write_text(text))
 
 
 def _write_truth(cfg, root: Path) -> None:
