@@ -15,9 +15,21 @@ raybrain trusts the config.
 Subjects
 --------
 ``subjects.ids`` holds bundled subjects (``"hcp/101309"`` or the bare id ``"101309"``) or whole
-datasets (``"hcp"``, ``"gw"``, ``"all"``); ``subjects.paths`` user files; ``subjects.synthetic``
-subjects simulated from a bundled connectome with known parameters, whose simulated BOLD is their
-"empirical" BOLD, so fitting them is a parameter-recovery experiment (Griffiths et al. 2022).
+datasets (``"hcp"``, ``"gw"``, ``"all"``); ``subjects.paths`` user files; ``subjects.cohort`` a
+whole cohort from a participants table and path patterns (:class:`CohortConfig`,
+:mod:`raybrain.data.cohort`; its covariates travel into ``covariates.tsv``); ``subjects.synthetic``
+subjects simulated from a bundled connectome or a connectome file with known parameters, whose
+simulated BOLD is their "empirical" BOLD, so fitting them is a parameter-recovery experiment
+(Griffiths et al. 2022). Before any simulation, ``raybrain run`` loads every subject that is not
+bundled and names, in one message, every one that cannot give finite features
+(:meth:`ExperimentConfig.check_subjects`).
+
+Connectome scaling
+------------------
+``simulation.sc_norm`` (default ``spectral``: spectral radius 0.49; ``max``: largest weight,
+``sc_max: 0.2`` the pMFM convention; ``strength``; ``none``) and ``sc_scale`` rescale every SC
+(:mod:`raybrain.connectome`); ``parametrisation.bounds: {G: auto}`` searches G where FIC's fixed
+point is stable on every subject (:meth:`ExperimentConfig.stable_g_ranges`).
 ``subjects.split`` divides the subjects into train / validation / test (Zhang et al. 2024); runs
 fit the training subjects. ``subjects.group: true`` fits one target, the group average of the
 training subjects (mean FC, pooled FCD; :func:`raybrain.data.group_average`), named ``"group"``
@@ -84,7 +96,7 @@ from typing_extensions import Annotated
 from ._text import did_you_mean as _did_you_mean
 
 __all__ = [
-    "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject",
+    "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject", "CohortConfig",
     "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
     "SimulationConfig", "MEEGConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "ProfileConfig",
     "BudgetConfig",

@@ -54,7 +54,7 @@ import pandas as pd
 
 from .. import results as R
 from . import stats as S
-from .stats import NothingToShow
+from .stats import NothingToShow, fdr_bh  # noqa: F401 - fdr_bh is part of this module's API
 
 from ..results import COVARIATES_FILE, _clean_covariates, read_covariates  # noqa: F401 - part of this API
 CORRECTIONS = ("holm", "fdr_bh")
@@ -300,28 +300,13 @@ def _resimulated(out: pd.DataFrame, res: R.Results, root, *, regional: bool, max
 
 
 # ---------------------------------------------------------------------------------- statistics
-def fdr_bh(p) -> np.ndarray:
-    """Benjamini–Hochberg (1995) adjusted p-values (false discovery rate): p_(i)·m/i, made
-    monotone from the largest down, capped at 1; NaN stays NaN and is not counted."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = p[order] * m / np.arange(1, m + 1)
-    out[order] = np.minimum(1.0, np.minimum.accumulate(adj[::-1])[::-1])
-    return out
-
-
 def adjust_p(p, correction: str = "holm") -> np.ndarray:
     """``p`` adjusted for multiple comparisons: ``"holm"`` (Holm 1979, family-wise error) or
     ``"fdr_bh"`` (Benjamini & Hochberg 1995, false discovery rate)."""
     if correction == "holm":
         return S.holm(p)
     if correction == "fdr_bh":
-        return fdr_bh(p)
+        return S.fdr_bh(p)
     raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
 
 

@@ -269,18 +269,28 @@ def ranking(res, tol: float = 0.05) -> pd.DataFrame:
     return out
 
 
-def holm(p) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (NaN stays NaN and is not counted)."""
+def _adjusted(p, adjust) -> np.ndarray:
+    """``adjust(sorted finite p) -> adjusted`` applied to the finite entries of ``p`` in ascending
+    order; NaN stays NaN and is not counted in m."""
     p = np.asarray(p, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adj
+    if len(ok):
+        order = ok[np.argsort(p[ok], kind="stable")]
+        out[order] = adjust(p[order], len(ok))
     return out
+
+
+def holm(p) -> np.ndarray:
+    """Holm–Bonferroni (1979) adjusted p-values (family-wise error): (m − i + 1)·p_(i), made
+    monotone from the smallest up, capped at 1; NaN stays NaN and is not counted."""
+    return _adjusted(p, lambda q, m: np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * q)))
+
+
+def fdr_bh(p) -> np.ndarray:
+    """Benjamini–Hochberg (1995) adjusted p-values (false discovery rate): p_(i)·m/i, made
+    monotone from the largest down, capped at 1; NaN stays NaN and is not counted."""
+    return _adjusted(p, lambda q, m: np.minimum(1.0, np.minimum.accumulate((q * m / np.arange(1, m + 1))[::-1])[::-1]))
 
 
 def friedman(res, min_subjects: int = MIN_SUBJECTS) -> pd.DataFrame:
