@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     log = (out / "benchmark.jsonl").open("a")
 
     def emit(**kw):
-        kw = {"benchmark": "cohort", "subjects": args.subjects, **kw}
+        kw = {"benchmark": "cohort", **({} if args.recovery else {"subjects": args.subjects}), **kw}
         log.write(json.dumps(kw) + "\n")
         log.flush()
         print(json.dumps(kw))

@@ -224,3 +224,11 @@ def test_landscape_of_an_experiment_lists_every_subjects_stable_range(cohort_roo
     assert [r["G_high"] for r in out["subjects"]] == pytest.approx(list(edges["G_high"]))
     assert out["auto_bounds"]["G"] == pytest.approx([0.0, 0.95 * edges["G_high"].min()])
     assert out["norm"] == "spectral" and out["value"] == 0.49
+
+
+def test_shards_of_a_cohort_cover_every_subject_once(cohort_root):
+    from raybrain.execution import Selection
+
+    cfg = validate(config(cohort_root), cohort_root)
+    parts = [[s.subject for s in Selection.parse(f"{i}/3").apply(cfg.runs())] for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == cfg.subjects.names() and all(parts)
