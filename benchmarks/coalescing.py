@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     from raybrain.evaluator import get_evaluator, remote_evaluate, shutdown_evaluators
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import _objective
+    from raybrain.experiment import objective_from_json as _objective
 
     text = ExperimentConfig.model_validate(experiment(a.model, a.duration, a.dtype)).model_dump_json()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -71,7 +71,7 @@ requests of concurrent callers for ``window_ms`` or until ``max_batch`` batch el
 :func:`evaluate_many` in a worker thread and answers each caller with its own records.
 :func:`get_evaluator` finds (or starts) the actor of the caller's node by name;
 :func:`remote_evaluate` is the client call, returning exactly
-``raybrain.search.tune._objective(text, subject, fidelity).evaluate(...)``.
+``raybrain.experiment.objective_from_json(text, subject, fidelity).evaluate(...)``.
 
 One decision, and an evaluator that can always be placed
 --------------------------------------------------------
@@ -413,15 +413,15 @@ def make_spec(text: str, subject: str, fidelity, theta, *, seed: int | None = No
 
 def resolve(spec) -> EvalRequest:
     """An :class:`EvalRequest` from a spec of :func:`make_spec` (objective built and cached by
-    ``raybrain.search.tune._objective``), or a spec holding an ``objective`` directly, or a request."""
+    ``raybrain.experiment.objective_from_json``), or a spec holding an ``objective`` directly, or a request."""
     if isinstance(spec, EvalRequest):
         return spec
     spec = dict(spec)
     obj = spec.pop("objective", None)
     if obj is None:
-        from .search.tune import _objective
+        from .experiment import objective_from_json
 
-        obj = _objective(spec.pop("experiment"), spec.pop("subject"), spec.pop("fidelity"))
+        obj = objective_from_json(spec.pop("experiment"), spec.pop("subject"), spec.pop("fidelity"))
     else:
         for k in ("experiment", "subject", "fidelity"):
             spec.pop(k, None)

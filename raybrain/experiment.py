@@ -1160,16 +1160,12 @@ class ExperimentConfig(_Section):
                 else "model.name"
             raise _At(key, f"loss {name!r} fits an M/EEG-like signal sampled directly, but {model!r} feeds "
                       "hemodynamics (BOLD); choose an M/EEG output (LaNMM: output P1, P2 or eeg)")
-        for key in ("ids", "paths"):
+        for key in ("ids", "paths", "cohort"):
             if getattr(subj, key):
                 raise _At(f"subjects.{key}", f"loss {name!r} needs an M/EEG spectrum; only subjects.synthetic "
                           "carry one (simulated at simulation.meeg.fs with their true parameters)")
         if subj.group:
             raise _At("subjects.group", f"loss {name!r}: group averages of M/EEG spectra are not supported")
-        for i, o in enumerate(self.optimizers):
-            if o.name == "gradient":
-                raise _At(f"optimizers[{i}].name", f"the gradient family differentiates the FC loss of BOLD "
-                          f"simulations; it cannot fit loss {name!r}")
         composite = self.fits_fc
         if composite:
             if not hasattr(model, "bold_variant"):
@@ -1285,6 +1281,14 @@ class ExperimentConfig(_Section):
                 self.optimizer_settings(o, len(par.names))
             except ValueError as e:
                 raise _At(f"optimizers[{i}].{getattr(e, 'key', 'settings')}", getattr(e, "message", str(e))) from None
+        if _registry() is not None:  # what each family asks of the experiment (its check_experiment hook)
+            from .search import family
+
+            for i, o in enumerate(self.optimizers):
+                try:
+                    family(o.name).check_experiment(self)
+                except ValueError as e:
+                    raise _At(f"optimizers[{i}].{getattr(e, 'key', 'name')}", getattr(e, "message", str(e))) from None
         ids = [r.run_id for r in self.runs()]
         dup = {x for x in ids if ids.count(x) > 1}
         if dup:
@@ -1638,6 +1642,20 @@ class ExperimentConfig(_Section):
                          window=self.simulation.window, step=self.simulation.step,
                          sc_norm=self.simulation.sc_scaling[0], sc_max=self.simulation.sc_scaling[1],
                          meeg=meeg)
+
+
+@functools.lru_cache(maxsize=8)
+def config_from_json(text: str) -> ExperimentConfig:
+    """The config a trial (or an evaluator) receives as JSON text (``experiment.json``'s form),
+    validated once per process and text."""
+    return ExperimentConfig.model_validate_json(text)
+
+
+@functools.lru_cache(maxsize=32)
+def objective_from_json(text: str, subject: str, fidelity: int | str):
+    """:meth:`ExperimentConfig.build_objective` of :func:`config_from_json`, built once per
+    process and (text, subject, fidelity): what trials and the coalescing evaluator share."""
+    return config_from_json(text).build_objective(subject, fidelity)
 
 
 def load_config(path) -> ExperimentConfig:

@@ -333,9 +333,10 @@ class Simulation:
 
     def _choose_fused(self) -> bool:
         s = self.settings
-        ok = self.model.name == "rww" and s.backend in ("numpy", "cupy") and s.hemodynamics == "balloon"
+        ok = self.model.fused_path and s.backend in ("numpy", "cupy") and s.hemodynamics == "balloon"
         if s.fused == "always" and not ok:
-            raise ValueError("fused='always' needs model 'rww', backend 'numpy' or 'cupy' and hemodynamics 'balloon'")
+            raise ValueError("fused='always' needs a model with a fused time loop (Model.fused_path, e.g. 'rww'), "
+                             "backend 'numpy' or 'cupy' and hemodynamics 'balloon'")
         return ok and s.fused != "never"
 
     # -- running ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ model's M/EEG-like output (e.g. the LaNMM's ``v_P1 + v_P2``) sampled at ``meeg.f
 hemodynamics ``"none"``, scored against the subject's M/EEG spectrum (``subject.meeg``); records
 then carry ``alpha_power``, ``gamma_power``, ``alpha_peak_hz``, ``gamma_peak_hz`` (the simulated
 signal's, averaged over regions and repeats) besides the loss components. A composite loss
-(``{"spectral": 1.0, "fc_corr": 0.5}`` → :class:`raybrain.spectral.CompositeLoss`) needs two
+(``{"spectral": 1.0, "fc_corr": 0.5}`` → :class:`raybrain.losses.CompositeLoss`) needs two
 outputs per candidate: :meth:`Objective.evaluate` runs the M/EEG simulation and, with the same
 noise streams, the model's BOLD variant (``model.bold_variant()``) at the subject's TR;
 components come back prefixed (``spectral.psd_log_mse``, ``fc_corr.fc_corr``, ...).
@@ -33,15 +33,15 @@ from .data import Subject
 from .data.validate import check_fcd_window
 from .connectome import DEFAULT_VALUES, check_norm, normalise
 from .integrate import Simulation, SimulationSettings
-from .losses import Loss, Target, get_loss
+from .losses import CompositeLoss, Loss, SpectralLoss, Target, get_loss
 from .models import Model, get_model
 from .parametrisation import Parametrisation
-from .spectral import CompositeLoss, MEEGSettings, SpectralLoss, SpectralTarget, spectral_features
+from .spectral import MEEGSettings, SpectralTarget, spectral_features
 
 
 def build_loss(spec) -> Loss | CompositeLoss:
     """A loss from a name (``"pfic"``, ``"spectral"``, ...), a loss object, or a mapping
-    ``{name: weight}`` (a :class:`~raybrain.spectral.CompositeLoss` whose parts are named by the
+    ``{name: weight}`` (a :class:`~raybrain.losses.CompositeLoss` whose parts are named by the
     loss names, e.g. ``{"spectral": 1.0, "fc_corr": 0.5}``; a one-entry mapping of weight 1 is the
     loss itself)."""
     if isinstance(spec, Mapping):

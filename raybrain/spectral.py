@@ -1,4 +1,4 @@
-r"""Power spectra of batched M/EEG-like signals and spectral losses (NumPy or CuPy).
+r"""Power spectra of batched M/EEG-like signals (NumPy or CuPy): the features of spectral fits.
 
 Signals are ``(B, T, N)`` (batch, time, regions) sampled at ``fs`` Hz, as a
 :class:`raybrain.integrate.Simulation` returns them with ``hemodynamics="none"`` and
@@ -12,26 +12,25 @@ Signals are ``(B, T, N)`` (batch, time, regions) sampled at ``fs`` Hz, as a
 - :func:`peak_frequency` — the frequency of the largest PSD bin inside a band.
 - :func:`log_psd_distance` — mean over frequencies in ``fit_band`` and regions of
   ``(log10 P_sim - log10 P_emp)²`` (a floor of ``1e-30`` keeps zero power finite).
-- :class:`SpectralLoss` — cost ``d / (1 + d)`` with ``d`` the log-PSD distance (0 for identical
-  spectra, < 1 for every valid candidate, ``worst = 1`` for invalid / non-finite ones).
-- :class:`CompositeLoss` — a weighted sum of losses, each on its own signal and target (e.g. FC
-  correlation on BOLD plus the spectral loss on the LFP of the same candidates).
+- :class:`SpectralTarget` — an empirical spectrum, the target of the spectral loss.
 - :class:`MEEGSettings` — how an M/EEG-like signal is sampled and analysed in a fit (``fs``, Welch
   ``segment``, fit ``band``, optional ``duration``); :func:`spectral_features` — per-candidate
   alpha/gamma band power and peak frequency (the record columns of spectral fits).
 
-``SpectralLoss`` is registered in :data:`raybrain.losses.LOSSES` as ``"spectral"``.
+The losses built on these features live in :mod:`raybrain.losses`:
+:class:`raybrain.losses.spectral.SpectralLoss` (registered as ``"spectral"``; cost ``d / (1 + d)``
+with ``d`` the log-PSD distance) and :class:`raybrain.losses.composite.CompositeLoss` (a weighted
+sum of losses, e.g. FC correlation on BOLD plus the spectral loss on the LFP of the same
+candidates). Importing this module imports nothing from :mod:`raybrain.losses`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
 from ._backend import array_module, asnumpy
-from .losses import LOSSES, Loss, LossResult, valid_rows
 
 ALPHA = (8.0, 12.0)
 GAMMA = (30.0, 80.0)
@@ -39,8 +38,7 @@ FIT_BAND = (2.0, 100.0)
 _FLOOR = 1e-30
 
 __all__ = ["ALPHA", "GAMMA", "FIT_BAND", "welch", "band_power", "peak_frequency", "log_psd_distance",
-           "SpectralTarget", "SpectralLoss", "CompositeLoss", "MEEGSettings", "spectral_features",
-           "FEATURE_COLUMNS"]
+           "SpectralTarget", "MEEGSettings", "spectral_features", "FEATURE_COLUMNS"]
 
 #: record columns of :func:`spectral_features` (simulated signal, averaged over regions)
 FEATURE_COLUMNS = ("alpha_power", "gamma_power", "alpha_peak_hz", "gamma_peak_hz")
@@ -134,106 +132,6 @@ class SpectralTarget:
     @property
     def n_regions(self) -> int:
         return self.psd.shape[1]
-
-
-class SpectralLoss(Loss):
-    """``d / (1 + d)`` with ``d`` = mean squared log10-PSD difference in ``band`` (default 2–100 Hz).
-
-    Components: ``psd_log_mse`` (d), ``alpha_peak_diff`` and ``gamma_peak_diff`` (|Δ peak
-    frequency| in Hz, averaged over regions; diagnostics, not in the total). Worst = 1, the bound
-    of the total; invalid or non-finite candidates get it (and ``1e6``, 100 Hz, 100 Hz).
-    """
-
-    name = "spectral"
-    components = ("psd_log_mse", "alpha_peak_diff", "gamma_peak_diff")
-    component_worst = {"psd_log_mse": 1e6, "alpha_peak_diff": 100.0, "gamma_peak_diff": 100.0}
-    worst = 1.0
-    needs_fcd = False
-
-    def __init__(self, band=FIT_BAND, worst: float | None = None):
-        super().__init__(worst=worst)
-        self.band = tuple(band)
-
-    @classmethod
-    def max_valid_total(cls) -> float:
-        return 1.0
-
-    def _total(self, c):
-        d = c["psd_log_mse"]
-        return d / (1.0 + d)
-
-    def __call__(self, x, target: SpectralTarget, valid=None) -> LossResult:
-        xp = array_module(x)
-        if not isinstance(target, SpectralTarget):
-            raise ValueError(f"target must be a raybrain.spectral.SpectralTarget, got {type(target).__name__}")
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (B, T, N), got {tuple(x.shape)}")
-        B, T, N = x.shape
-        if N != target.n_regions:
-            raise ValueError(f"x has N={N} regions but the target spectrum has {target.n_regions}")
-        if T < target.nperseg:
-            raise ValueError(f"x has T={T} samples, fewer than the target's Welch segment ({target.nperseg})")
-        ok = valid_rows(x, valid)
-        with np.errstate(all="ignore"):
-            clean = xp.where(ok[:, None, None], x, 0.0)
-            f, psd = welch(clean, target.fs, target.nperseg)
-            emp = xp.asarray(target.psd)
-            comps = {
-                "psd_log_mse": log_psd_distance(psd, emp, f, self.band),
-                "alpha_peak_diff": xp.abs(peak_frequency(f, psd, ALPHA)
-                                          - peak_frequency(f, emp[None], ALPHA)).mean(axis=1).astype(xp.float64),
-                "gamma_peak_diff": xp.abs(peak_frequency(f, psd, GAMMA)
-                                          - peak_frequency(f, emp[None], GAMMA)).mean(axis=1).astype(xp.float64),
-            }
-            tot = self._total(comps)
-        good = ok & xp.isfinite(tot)
-        for c in self.components:
-            good &= xp.isfinite(comps[c])
-        total = xp.where(good, tot, float(self.worst))
-        comps = {c: xp.where(good, v, float(self.component_worst[c])) for c, v in comps.items()}
-        return LossResult(total=total, components=comps, valid=good, name=self.name)
-
-
-class CompositeLoss:
-    """Weighted sum of losses on named signals: ``total = Σ_k w_k · loss_k(signals[k], targets[k])``.
-
-    ``parts`` maps a name to ``(loss, weight)``; components come back prefixed ``"<name>.<comp>"``
-    plus ``"<name>.total"``. A candidate invalid in any part gets ``worst = Σ w_k worst_k``.
-    Example: ``CompositeLoss({"fc": (FCCorrLoss(), 1.0), "psd": (SpectralLoss(), 0.5)})`` called as
-    ``loss({"fc": bold, "psd": lfp}, {"fc": Target(...), "psd": SpectralTarget(...)})``.
-    """
-
-    needs_fcd = False
-
-    def __init__(self, parts: Mapping[str, tuple]):
-        if not parts:
-            raise ValueError("CompositeLoss needs at least one part")
-        self.parts = {}
-        for k, (loss, w) in parts.items():
-            if not (np.isfinite(w) and w >= 0):
-                raise ValueError(f"weight of part {k!r} must be finite and >= 0, got {w!r}")
-            self.parts[k] = (loss, float(w))
-        self.needs_fcd = any(getattr(lo, "needs_fcd", False) for lo, _ in self.parts.values())
-        self.worst = float(sum(w * lo.worst for lo, w in self.parts.values()))
-        self.name = "+".join(f"{w:g}*{getattr(lo, 'name', k)}" for k, (lo, w) in self.parts.items())
-
-    def __call__(self, signals: Mapping, targets: Mapping, valid=None) -> LossResult:
-        missing = [k for k in self.parts if k not in signals or k not in targets]
-        if missing:
-            raise ValueError(f"CompositeLoss: no signal/target for part(s) {missing}")
-        total, good, comps = None, None, {}
-        for k, (loss, w) in self.parts.items():
-            r = loss(signals[k], targets[k], valid=valid)
-            total = w * r.total if total is None else total + w * r.total
-            good = r.valid if good is None else good & r.valid
-            comps[f"{k}.total"] = r.total
-            comps.update({f"{k}.{c}": v for c, v in r.components.items()})
-        xp = array_module(total)
-        total = xp.where(good, total, self.worst)
-        return LossResult(total=total, components=comps, valid=good, name=self.name)
-
-
-LOSSES.setdefault("spectral", SpectralLoss)
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,7 @@ def test_actor_coalesces_ray_tasks(ray_local):
 
     from raybrain.evaluator import get_evaluator, remote_evaluate, shutdown_evaluators
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import _objective
+    from raybrain.experiment import objective_from_json as _objective
 
     text = ExperimentConfig.model_validate(EXPERIMENT).model_dump_json()
     ns = "raybrain-test-evaluator"

@@ -178,7 +178,7 @@ def test_the_decision_is_the_drivers_and_ignores_imports(driver_has_cupy, monkey
     """The plan depends on the cluster's resources and the config only; the stamped config gives
     every process the same answer whatever it imports; an unplanned ``auto`` is never re-decided."""
     from raybrain import _backend
-    from raybrain.search.tune import _config
+    from raybrain.experiment import config_from_json as _config
 
     monkeypatch.delenv(E.GPU_BACKEND_ENV, raising=False)
     monkeypatch.setattr(_backend, "_cupy", lambda: _FakeCupy if driver_has_cupy else None)
@@ -339,7 +339,7 @@ run("off", configure("off", "off"))
 # what every worker decides from the config its trials received, and what it would decide itself
 @ray.remote(num_cpus=0)
 def decide(stamped, unplanned):
-    from raybrain.search.tune import _config
+    from raybrain.experiment import config_from_json as _config
     c, u = _config(stamped), ExperimentConfig.model_validate_json(unplanned)
     return {"evaluator": c.use_evaluator, "backend": c.simulation.resolved_backend(),
             "own_backend": u.simulation.resolved_backend()}

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from raybrain.integrate import Simulation, SimulationSettings
-from raybrain.losses import FCCorrLoss, Target
+from raybrain.losses import CompositeLoss, FCCorrLoss, SpectralLoss, Target
 from raybrain.models import get_model
 from raybrain.models.lanmm import LaNMM
-from raybrain.spectral import (ALPHA, GAMMA, CompositeLoss, SpectralLoss, SpectralTarget, band_power,
-                               peak_frequency, welch)
+from raybrain.spectral import ALPHA, GAMMA, SpectralTarget, band_power, peak_frequency, welch
 
 FS = 1000.0  # output sampled every bold_dt = 1 ms
 

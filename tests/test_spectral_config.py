@@ -90,6 +90,8 @@ def test_base_validates_and_composite_normalises_weights():
     ({"simulation__meeg__band": [50, 10]}, "simulation.meeg.band", "low < high"),
     ({"simulation__meeg__fss": 250}, "simulation.meeg.fss", "did you mean 'fs'"),
     ({"subjects__ids": ["hcp/101309"]}, "subjects.ids", "only subjects.synthetic"),
+    ({"optimizers": [{"name": "gradient", "population": 2}]}, "optimizers[0].name",
+     "the gradient family differentiates the FC loss of BOLD simulations; it cannot fit loss 'spectral'"),
     ({"loss": {"spectral": 1.0, "fc_corr": 0.5}, "optimizers": [{"name": "random", "mode": "trial"}]},
      "optimizers[0].mode", "population mode"),
     ({"loss": {"spectral": 1.0, "fc_corr": 0.5}, "optimizers": [{"name": "random", "successive_halving": True}],

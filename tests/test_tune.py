@@ -220,7 +220,8 @@ def test_holdout_repeats_give_standard_errors_and_the_winner_is_profiled(study):
     standard error of each mean; the winner is profiled: each parameter moved 2 steps of 5 % of its
     range each side (clipped to the bounds), the others at the fit, and the recorded losses are
     those of re-simulating the same points with the profile's seed."""
-    from raybrain.search.tune import _objective, holdout_seed
+    from raybrain.experiment import objective_from_json as _objective
+    from raybrain.search.tune import holdout_seed
 
     cfg, root, errors, res = study
     df = res.evaluations

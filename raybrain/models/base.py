@@ -51,6 +51,9 @@ class Model:
     bold_input: int = 0  # index of the state variable fed to the hemodynamics
     noise_variables: tuple[int, ...] = ()  # state variables that receive additive noise
     summary_observables: tuple[str, ...] = ()  # observables time-averaged during a run
+    #: whether a fused time loop (numba on the CPU, :mod:`raybrain.fused`; CUDA, :mod:`raybrain.cuda`)
+    #: integrates this model; the simulator uses it when this is True, else the array path
+    fused_path: bool = False
 
     # -- parameters -----------------------------------------------------------------------------
     @property

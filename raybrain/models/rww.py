@@ -88,6 +88,7 @@ class ReducedWongWang(Model):
     bold_input = 0
     noise_variables = (0, 1)
     summary_observables = ("r_E",)
+    fused_path = True  # raybrain.fused (numba) and raybrain.cuda integrate it
     parameters = (
         Parameter("G", 1.0, "1", (0.0, 3.0), "global coupling (FIC holds up to G ≈ 2.6–2.9 with the SC at "
                   "spectral radius 0.49 or max weight 0.2; raybrain landscape)", regional=False),

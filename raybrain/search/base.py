@@ -193,6 +193,13 @@ class Optimizer:
 
         return AskTell(cls, seed=seed, max_concurrent=max_concurrent, settings=settings)
 
+    @classmethod
+    def check_experiment(cls, experiment) -> None:
+        """What the family needs of the whole experiment (a validated
+        :class:`raybrain.experiment.ExperimentConfig`), checked once at validation: raise
+        :class:`SettingError` naming the key of this optimizer entry (e.g. ``"name"``) and the
+        problem. Default: nothing."""
+
     def attach_objective(self, objective, seed=None, repeats: int = 1) -> None:
         """The run's objective, given by the population trainable before the first ask (and again
         after a restore), with the noise ``seed`` and ``repeats`` of its evaluations. Default:

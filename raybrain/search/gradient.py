@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .base import Optimizer, require
+from .base import Optimizer, SettingError, require
 
 __all__ = ["GradientDescent", "refine"]
 
@@ -91,6 +91,14 @@ class GradientDescent(Optimizer):
                   "checkpoint": "checkpoint", "corr_weight": "corr_weight", "mean_weight": "mean_weight",
                   "mse_weight": "mse_weight", "fcd_weight": "fcd_weight", "fcd_bandwidth": "fcd_bandwidth",
                   "fcd_points": "fcd_points", "grad_dtype": "dtype", "grad_duration": "duration", "grad_dt": "dt"}
+
+    @classmethod
+    def check_experiment(cls, experiment) -> None:
+        """It differentiates the FC loss of BOLD simulations: a spectral loss is refused."""
+        if experiment.spectral:
+            name = experiment.loss if isinstance(experiment.loss, str) else "spectral"
+            raise SettingError("name", f"the gradient family differentiates the FC loss of BOLD simulations; it "
+                               f"cannot fit loss {name!r}")
 
     @classmethod
     def default_population(cls, dim: int) -> int:

@@ -35,27 +35,16 @@ import sys
 import threading
 import time
 import zlib
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from ..experiment import config_from_json, objective_from_json
 
 METRIC = "loss"
 
 
 # -- helpers shared by both modes -------------------------------------------------------------
-@lru_cache(maxsize=8)
-def _config(text: str):
-    from ..experiment import ExperimentConfig
-
-    return ExperimentConfig.model_validate_json(text)
-
-
-@lru_cache(maxsize=32)
-def _objective(text: str, subject: str, fidelity: int):
-    return _config(text).build_objective(subject, fidelity)
-
-
 def _spec(cfg, run_id: str):
     for s in cfg.runs():
         if s.run_id == run_id:
@@ -125,13 +114,13 @@ def population_trainable(config: dict, experiment: str) -> None:
     from .halving import successive_halving, told_losses
 
     text = experiment
-    cfg = _config(text)
+    cfg = config_from_json(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
     top = len(fids) - 1
     eta = spec.optimizer.halving_eta
     rungs = range(len(fids)) if eta else [top]
-    objectives = [_objective(text, spec.subject, k) for k in rungs]
+    objectives = [objective_from_json(text, spec.subject, k) for k in rungs]
     par = objectives[-1].parametrisation
     writer = ResultsWriter(config["results"], cfg.name)
     ckpt = state_path(config["results"], spec.run_id)
@@ -186,7 +175,8 @@ def _evaluate(cfg, text: str, subject: str, fidelity, theta, *, seed: int, repea
 
         return remote_evaluate(text, subject, fidelity, theta, seed=seed, repeats=repeats, first_stream=first_stream,
                                backend=cfg.simulation.backend)
-    return _objective(text, subject, fidelity).evaluate(theta, seed=seed, repeats=repeats, first_stream=first_stream)
+    return objective_from_json(text, subject, fidelity).evaluate(theta, seed=seed, repeats=repeats,
+                                                                 first_stream=first_stream)
 
 
 class _Rung:
@@ -206,10 +196,10 @@ def trial_trainable(config: dict, experiment: str) -> None:
     from ._tune_searchers import INDEX
 
     text = experiment
-    cfg = _config(text)
+    cfg = config_from_json(text)
     spec = _spec(cfg, config["run_id"])
     fids = cfg.simulation.fidelities
-    par = _objective(text, spec.subject, len(fids) - 1).parametrisation
+    par = objective_from_json(text, spec.subject, len(fids) - 1).parametrisation
     theta = np.array([[float(config[n]) for n in par.names]])
     # the trial's number within its run: stamped by the searcher wrapper, else Tune's counter
     # (BasicVariantGenerator names trials <prefix>_00000, _00001, …); names its records and noise
@@ -218,7 +208,7 @@ def trial_trainable(config: dict, experiment: str) -> None:
     writer = ResultsWriter(config["results"], cfg.name)
 
     def simulation(k, state=None):
-        return _objective(text, spec.subject, k).simulation(
+        return objective_from_json(text, spec.subject, k).simulation(
             theta, seed=noise_seed(spec.seed, 0), repeats=repeats, candidates=[trial_no], state=state)
 
     ckpt = state_path(config["results"], spec.run_id, trial_no)
@@ -237,7 +227,7 @@ def trial_trainable(config: dict, experiment: str) -> None:
         res = sim.run(fids[k].duration - (0.0 if fresh else fids[k - 1].duration))
         bold = res.bold if bold is None else np.concatenate([bold, res.bold], axis=1)
         wall += time.perf_counter() - t0
-        records = _objective(text, spec.subject, k).score(theta, bold, res, repeats=repeats,
+        records = objective_from_json(text, spec.subject, k).score(theta, bold, res, repeats=repeats,
                                                           wall_s=time.perf_counter() - t0, compile_s=compile_s)
         records[0]["new_sims"] = repeats if fresh else 0
         writer.write_generation(spec.run_id, trial_no, records, _meta(spec, k, fids[k], par.names))
@@ -264,10 +254,10 @@ def holdout_trainable(config: dict, experiment: str) -> None:
     from ..results import ResultsWriter, load_run, param_columns
 
     text = experiment
-    cfg = _config(text)
+    cfg = config_from_json(text)
     spec = _spec(cfg, config["run_id"])
     df = load_run(config["results"], spec.run_id)
-    par = _objective(text, spec.subject, len(cfg.simulation.fidelities) - 1).parametrisation
+    par = objective_from_json(text, spec.subject, len(cfg.simulation.fidelities) - 1).parametrisation
     train = df[(df["phase"] == "train") & (df["fidelity"] == df["fidelity"].max())]
     train = train[np.isfinite(train["loss"].astype(float))].sort_values(["loss", "eval_index"], kind="stable")
     train = train.drop_duplicates(subset=param_columns(df)).head(cfg.validation.top)
@@ -666,7 +656,7 @@ def _trial_runs(cfg, text: str, specs):
     fids = cfg.simulation.fidelities
     runs, budgets, makers, conc = {}, {}, {}, 0
     for s in specs:
-        par = _objective(text, s.subject, len(fids) - 1).parametrisation
+        par = objective_from_json(text, s.subject, len(fids) - 1).parametrisation
         o = s.optimizer
         c = max(1, int(o.population))  # trial mode: candidates in flight at once
         searcher = tune_searcher(o.name, par, s.seed, cfg.optimizer_settings(o, len(par.names)), c)
@@ -716,13 +706,14 @@ def results_schema(cfg):
     """The :class:`raybrain.results.Schema` of every results file of ``cfg``: the parametrisation's
     names (a regional one's over every fitted and held-out target, whose region counts may
     differ), the loss's components (a composite's prefixed by part, with each part's total, as
-    :class:`raybrain.spectral.CompositeLoss` returns them) and, for a spectral fit, the spectral
+    :class:`raybrain.losses.CompositeLoss` returns them) and, for a spectral fit, the spectral
     features of the simulated signal (:data:`raybrain.spectral.FEATURE_COLUMNS`). The noise and
     profile columns (``loss_se``, ``profile_param``, ``profile_step``) are known extras, in every
     file (:data:`raybrain.results.KNOWN_EXTRAS`)."""
     from ..objective import build_loss
     from ..results import Schema
-    from ..spectral import FEATURE_COLUMNS, CompositeLoss
+    from ..losses import CompositeLoss
+    from ..spectral import FEATURE_COLUMNS
 
     if cfg.parametrisation.kind == "regional":
         targets = dict.fromkeys(t for s in cfg.targets() for t in

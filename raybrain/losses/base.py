@@ -1,20 +1,17 @@
-"""Costs that compare simulated BOLD with empirical FC / FCD features.
+"""The loss protocol: :class:`Loss`, its :class:`LossResult`, the FC/FCD :class:`Target`, :func:`valid_rows`.
 
-A loss is called on a batch of simulated BOLD (B, T, N) and a :class:`Target` and returns a
-:class:`LossResult` whose arrays are all finite: an invalid candidate (flagged invalid by the
-caller, non-finite BOLD, a constant region giving a NaN FC, or any NaN in the features) gets the
+A loss is called on a batch of simulated signals (B, T, N) (BOLD for the FC losses of
+:mod:`raybrain.losses.fc`, an M/EEG-like signal for :mod:`raybrain.losses.spectral`) and a target and
+returns a :class:`LossResult` whose arrays are all finite: an invalid candidate (flagged invalid by the
+caller, non-finite signal, a constant region giving a NaN FC, or any NaN in the features) gets the
 loss's ``worst`` total and the worst value of every component, and ``valid=False``. A failed
 simulation is thus a bad but finite cost, never a crash (as in the CBIG code, which uses 10 or 5).
 
-Costs (r is Pearson's correlation over upper triangles, k = 1):
-
-- ``"pfic"`` (Zhang et al. 2024 pFIC; also DELSSOME):
-  ``(1 - r(FC_sim, FC_emp)) + |mean(FC_sim) - mean(FC_emp)| + KS(FCD_sim, FCD_emp)``
-- ``"pmfm"`` (Kong et al. 2021 pMFM):
-  ``(1 - r(arctanh FC_sim, arctanh FC_emp)) + KS(FCD_sim, FCD_emp)``
-- ``"fc_corr"``: ``1 - r(FC_sim, FC_emp)`` alone (no FCD).
-- ``"spectral"`` (:mod:`raybrain.spectral`): ``d / (1 + d)`` of the log-PSD distance of an M/EEG-like signal
-  (not BOLD) to an empirical spectrum (a :class:`raybrain.spectral.SpectralTarget`).
+Declared by every loss: ``name``, ``components`` (the names of its parts), ``component_worst``
+(the worst value of each), ``worst`` (the total of an invalid candidate, at least
+:meth:`Loss.max_valid_total`) and ``needs_fcd``; hooks ``_components`` and ``_total``.
+:class:`raybrain.losses.composite.CompositeLoss` follows the same call convention
+(``loss(signals, targets, valid=None) -> LossResult``) with ``name``, ``worst`` and ``needs_fcd``.
 
 The FCD of each candidate is the dominant cost (T = 1200 TRs, W ≈ 1118 windows, N = 80 regions:
 O((T + W) N^2 + W^2 N^2) flops and O(T N^2 + W N^2 + W^2) memory, about 130 MB in float64, plus
@@ -23,9 +20,6 @@ of ``slice_size`` so that peak memory stays bounded by a few slices, never O(B W
 """
 from __future__ import annotations
 
-import difflib
-import importlib
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,16 +27,7 @@ import numpy as np
 from raybrain._backend import array_module, asnumpy
 from raybrain import features as F
 
-__all__ = [
-    "Target",
-    "LossResult",
-    "Loss",
-    "PFICLoss",
-    "PMFMLoss",
-    "FCCorrLoss",
-    "LOSSES",
-    "get_loss",
-]
+__all__ = ["Target", "LossResult", "Loss", "valid_rows"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +181,7 @@ class LossResult:
 
 
 # --------------------------------------------------------------------------------------------
-# losses
+# protocol
 # --------------------------------------------------------------------------------------------
 
 
@@ -314,105 +299,3 @@ class Loss:
         total = xp.where(good, tot, float(self.worst))
         comps = {c: xp.where(good, v, float(self.component_worst[c])) for c, v in comps.items()}
         return LossResult(total=total, components=comps, valid=good, name=self.name)
-
-
-class PFICLoss(Loss):
-    """pFIC cost (Zhang et al. 2024; DELSSOME)::
-
-        cost = (1 - r(FC_sim, FC_emp)) + |mean(FC_sim) - mean(FC_emp)| + KS(FCD_sim, FCD_emp)
-
-    r and the means over FC upper triangles (k = 1); KS exact two-sample statistic between the
-    FCD distributions. Components: ``fc_corr`` (r), ``fc_corr_cost`` (1 - r), ``fc_mean_diff``,
-    ``fcd_ks``. Invalid candidates get ``worst`` = 10 (the CBIG code uses 10 or 5).
-    """
-
-    name = "pfic"
-    components = ("fc_corr", "fc_corr_cost", "fc_mean_diff", "fcd_ks")
-    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0, "fc_mean_diff": 2.0, "fcd_ks": 1.0}
-    worst = 10.0
-    needs_fcd = True
-
-    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
-        xp = array_module(sim_fc)
-        r = F.corr_upper(sim_fc, emp_fc)
-        return {
-            "fc_corr": r,
-            "fc_corr_cost": 1.0 - r,
-            "fc_mean_diff": xp.abs(F.mean_fc(sim_fc) - F.mean_fc(emp_fc)),
-            "fcd_ks": F.ks_distance(sim_fcd, emp_fcd),
-        }
-
-    def _total(self, c):
-        return c["fc_corr_cost"] + c["fc_mean_diff"] + c["fcd_ks"]
-
-
-def _fisher_z(fc_mat):
-    """arctanh of FC with |FC| clipped below 1 (1 - 1e-7 in float64, 1 - 1e-6 in float32)."""
-    xp = array_module(fc_mat)
-    lim = 1.0 - (1e-7 if fc_mat.dtype == xp.float64 else 1e-6)
-    return xp.arctanh(xp.clip(fc_mat, -lim, lim))
-
-
-class PMFMLoss(Loss):
-    """pMFM cost (Kong et al. 2021)::
-
-        cost = (1 - r(arctanh FC_sim, arctanh FC_emp)) + KS(FCD_sim, FCD_emp)
-
-    FC entries are clipped to |FC| <= 1 - 1e-7 before the Fisher transform. Components:
-    ``fc_corr`` (r of the Fisher-z FCs), ``fc_corr_cost`` (1 - r), ``fcd_ks``. Worst = 10.
-    """
-
-    name = "pmfm"
-    components = ("fc_corr", "fc_corr_cost", "fcd_ks")
-    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0, "fcd_ks": 1.0}
-    worst = 10.0
-    needs_fcd = True
-
-    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
-        r = F.corr_upper(_fisher_z(sim_fc), _fisher_z(emp_fc))
-        return {"fc_corr": r, "fc_corr_cost": 1.0 - r, "fcd_ks": F.ks_distance(sim_fcd, emp_fcd)}
-
-    def _total(self, c):
-        return c["fc_corr_cost"] + c["fcd_ks"]
-
-
-class FCCorrLoss(Loss):
-    """Static-FC cost: ``1 - r(FC_sim, FC_emp)`` over upper triangles (k = 1); no FCD needed.
-
-    Components: ``fc_corr`` (r), ``fc_corr_cost`` (1 - r). Worst = 2 (the largest possible 1 - r).
-    """
-
-    name = "fc_corr"
-    components = ("fc_corr", "fc_corr_cost")
-    component_worst = {"fc_corr": -1.0, "fc_corr_cost": 2.0}
-    worst = 2.0
-    needs_fcd = False
-
-    def _components(self, sim_fc, sim_fcd, emp_fc, emp_fcd):
-        r = F.corr_upper(sim_fc, emp_fc)
-        return {"fc_corr": r, "fc_corr_cost": 1.0 - r}
-
-    def _total(self, c):
-        return c["fc_corr_cost"]
-
-
-LOSSES: dict[str, type[Loss]] = {"pfic": PFICLoss, "pmfm": PMFMLoss, "fc_corr": FCCorrLoss}
-
-
-def get_loss(name: str, **kwargs) -> Loss:
-    """Instantiate a registered loss by name (``"pfic"``, ``"pmfm"``, ``"fc_corr"``, ``"spectral"``)."""
-    if isinstance(name, Loss):
-        return name
-    try:
-        cls = LOSSES[name]
-    except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(LOSSES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown loss {name!r} (known: {', '.join(sorted(LOSSES))}){hint}") from None
-    return cls(**kwargs)
-
-
-# the spectral loss lives in raybrain.spectral (which imports this module): importing it registers
-# ``"spectral"`` in LOSSES; when raybrain.spectral is the module being imported it registers itself
-if "raybrain.spectral" not in sys.modules:
-    importlib.import_module("raybrain.spectral")
