@@ -1310,25 +1310,29 @@ class ExperimentConfig(_Section):
         """Per subject, the G range where FIC's fixed point is linearly stable
         (:func:`raybrain.landscape.stable_g_range`, at the model's default parameters, on the
         subject's connectome as the simulations scale it; a synthetic subject's source
-        connectome): a DataFrame with ``subject``, ``n_regions``, ``G_low``, ``G_high``. Cached."""
-        if "stable_g" not in self._cache:
-            import pandas as pd
+        connectome): a DataFrame with ``subject``, ``n_regions``, ``G_low``, ``G_high``."""
+        import pandas as pd
 
+        rows = []
+        for name in self.subjects.names():
+            try:
+                n, low, high = self._stable_g(name)
+            except ValueError as e:
+                raise ValueError(f"subject {name!r}: {e}") from None
+            rows.append({"subject": name, "n_regions": n, "G_low": low, "G_high": high})
+        return pd.DataFrame(rows)
+
+    def _stable_g(self, name: str) -> tuple[int, float, float]:
+        """``(n_regions, G_low, G_high)`` of subject ``name`` (:meth:`stable_g_ranges`), cached;
+        ValueError for a model without a known fixed point."""
+        key = ("stable_g", name)
+        if key not in self._cache:
             from .landscape import stable_g_range
 
-            model = self.build_model()
-            rows = []
-            for name in self.subjects.names():
-                synth = next((s for s in self.subjects.synthetic if s.name == name), None)
-                subject = synth.connectome() if synth is not None else self.build_subject(name)
-                try:
-                    low, high = stable_g_range(model, self.simulation.normalise(subject.sc))
-                except ValueError as e:
-                    raise ValueError(f"subject {name!r}: {e}") from None
-                rows.append({"subject": name, "n_regions": subject.n_regions, "G_low": float(low),
-                             "G_high": float(high)})
-            self._cache["stable_g"] = pd.DataFrame(rows)
-        return self._cache["stable_g"].copy()
+            sc = self._source_subject(name).sc
+            low, high = stable_g_range(self.build_model(), self.simulation.normalise(sc))
+            self._cache[key] = (int(sc.shape[0]), float(low), float(high))
+        return self._cache[key]
 
     def auto_bounds(self, margin: float = 0.95) -> dict[str, tuple[float, float]]:
         """The resolved ``auto`` bounds: for G, ``[default low, margin × min over subjects of the
@@ -1386,20 +1390,14 @@ class ExperimentConfig(_Section):
 
     def _check_synthetic(self, s: "SyntheticSubject") -> None:
         """A synthetic subject whose true G lies beyond FIC's stable range is refused."""
-        model = self.build_model()
-        src = s.connectome()
-        par = self.build_parametrisation(s.name)
-        truth = dict(zip(par.names, map(float, par.from_dict(s.params)[0])))
-        g = truth.get("G", float(model.parameter("G").default))
-        from .landscape import stable_g_range
-
+        g = self.true_params(s.name).get("G", float(self.build_model().parameter("G").default))
         try:
-            _, high = stable_g_range(model, self.simulation.normalise(src.sc))
+            _, _, high = self._stable_g(s.name)
         except ValueError:
             return  # no known fixed point (e.g. FIC off, other models): nothing to check
         if g >= high:
             raise ValueError(f"its true G = {g:g} lies beyond the stable range of FIC's fixed point on "
-                             f"{src.name} (stable up to G = {high:.3g}); its simulated BOLD would run away")
+                             f"{s.connectome().name} (stable up to G = {high:.3g}); its simulated BOLD would run away")
 
     def excluding(self, names) -> "ExperimentConfig":
         """This config with the cohort subjects ``names`` excluded (``on_missing: skip``)."""
@@ -1608,14 +1606,14 @@ class ExperimentConfig(_Section):
         for s in self.subjects.synthetic:
             if s.name == name:
                 if ("truth", name) not in self._cache:
-                    par = self.build_parametrisation(self._maps_subject(name))
+                    par = self.build_parametrisation(self._source_subject(name))
                     self._cache[("truth", name)] = dict(zip(par.names, map(float, par.from_dict(s.params)[0])))
                 return dict(self._cache[("truth", name)])
         return None
 
-    def _maps_subject(self, name: str):
-        """Whose maps a ``maps`` parametrisation uses: a synthetic subject's source (the maps its
-        truth was defined on), otherwise the subject itself."""
+    def _source_subject(self, name: str):
+        """Whose connectome and maps a target's simulations use: a synthetic subject's source (the
+        maps its truth was defined on), otherwise the subject itself."""
         for s in self.subjects.synthetic:
             if s.name == name:
                 return s.connectome()
@@ -1624,7 +1622,7 @@ class ExperimentConfig(_Section):
     def build_parametrisation(self, subject):
         """The parametrisation for ``subject`` (a Subject or a name)."""
         if isinstance(subject, str):
-            subject = self._maps_subject(subject)
+            subject = self._source_subject(subject)
         maps_subject = subject if self.parametrisation.kind == "maps" else None
         return self.parametrisation.build(self.build_model(), subject=subject, maps_subject=maps_subject)
 
@@ -1636,7 +1634,7 @@ class ExperimentConfig(_Section):
 
         subject = self.build_subject(subject_name)
         fid = self.simulation.fidelity(fidelity_index)
-        par = self.build_parametrisation(self._maps_subject(subject_name))
+        par = self.build_parametrisation(self._source_subject(subject_name))
         meeg = self.simulation.meeg.build() if self.simulation.meeg is not None and self.spectral else None
         return Objective(subject, par.model, par, self.loss, self.simulation.settings(fid, subject.tr),
                          window=self.simulation.window, step=self.simulation.step,

@@ -232,3 +232,13 @@ def test_shards_of_a_cohort_cover_every_subject_once(cohort_root):
     cfg = validate(config(cohort_root), cohort_root)
     parts = [[s.subject for s in Selection.parse(f"{i}/3").apply(cfg.runs())] for i in (1, 2, 3)]
     assert sorted(sum(parts, [])) == cfg.subjects.names() and all(parts)
+
+
+def test_a_spectral_fit_of_a_cohort_is_refused(cohort_root):
+    data = config(cohort_root)
+    data.update(model={"name": "lanmm", "options": {"output": "eeg"}}, loss="spectral",
+                parametrisation={"kind": "global", "names": ["G"], "bounds": {"G": [0.0, 20.0]}})
+    data["simulation"] = {"fidelities": [{"duration": 2.0, "dt": 0.0005}], "burn_in": 0.5, "sc_max": 1.0,
+                          "meeg": {"fs": 250, "segment": 0.5}}
+    with pytest.raises(ConfigError, match="subjects.cohort: loss 'spectral' needs an M/EEG spectrum"):
+        validate(data, cohort_root)

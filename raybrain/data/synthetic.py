@@ -178,14 +178,8 @@ def edr_connectome(n_regions: int, seed: int = 0, *, lam: float = 0.07, density:
 
 # -- one subject's BOLD -------------------------------------------------------------------------
 def _normalise(sc: np.ndarray, norm: str, value, who: str) -> np.ndarray:
-    try:
-        from raybrain.connectome import normalise
-    except ImportError:  # pragma: no cover - older trees without raybrain.connectome
-        from raybrain.objective import scale_sc
+    from raybrain.connectome import normalise
 
-        if norm != "max":
-            raise ValueError(f"{who}: SC normalisation {norm!r} needs raybrain.connectome; only 'max' is available") from None
-        return scale_sc(sc, 0.2 if value is None else value)
     try:
         return normalise(sc, norm, value)
     except ValueError as exc:

@@ -54,9 +54,9 @@ import pandas as pd
 
 from .. import results as R
 from . import stats as S
+from ..results import COVARIATES_FILE, _clean_covariates, read_covariates  # noqa: F401 - part of this API
 from .stats import NothingToShow, fdr_bh  # noqa: F401 - fdr_bh is part of this module's API
 
-from ..results import COVARIATES_FILE, _clean_covariates, read_covariates  # noqa: F401 - part of this API
 CORRECTIONS = ("holm", "fdr_bh")
 ALPHA = 0.05
 N_PERM = 5000
@@ -65,7 +65,6 @@ RECORD_FIELDS = ("rate_mean", "ei_ratio")
 #: columns of fits_table that are not quantities to associate
 _META = ("subject", "optimizer", "seed", "run_id", "n_runs", "selected_by", "fit_eval", "best_loss", "val_loss",
          "val_se", "test_loss", "test_se", "resim_loss", "fc_corr", "fcd_ks")
-from ..results import _NA  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- covariates
