@@ -11,8 +11,15 @@ second loads it. Prints one JSON line per process:
 process) or loading it from disk (second). ``--no-cache`` runs both processes with the cache
 turned off (every process compiles, as before the cache existed).
 
+``--variants CONFIG`` instead runs the whole experiment ``CONFIG`` (``raybrain run`` in a
+temporary working directory) with an empty cache directory and counts the kernel variants it compiled (the
+generated modules written there), with their names:
+
+    {"experiment": ..., "variants": 2, "names": [...], "wall_s": ...}
+
     python benchmarks/compile_time.py
     python benchmarks/compile_time.py --no-cache
+    python benchmarks/compile_time.py --variants experiments/quickstart.yaml
 """
 from __future__ import annotations
 
@@ -51,12 +58,34 @@ def run_once(cache_dir: str, config: str, subject: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def count_variants(config: str) -> dict:
+    """Run the experiment ``config`` with an empty kernel cache; list the variants it compiled."""
+    import glob
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="raybrain-kernels-") as cache, \
+            tempfile.TemporaryDirectory(prefix="raybrain-results-") as out:
+        env = dict(os.environ, RAYBRAIN_CACHE_DIR=cache)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "raybrain.cli", "run", os.path.abspath(config)], cwd=out, env=env,
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"raybrain run failed:\n{proc.stderr[-3000:]}")
+        names = sorted(os.path.basename(p).rsplit("_", 1)[0] for p in glob.glob(os.path.join(cache, "*.py")))
+    return {"experiment": config, "variants": len(names), "names": names, "wall_s": round(wall, 1)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="experiments/quickstart.yaml")
     ap.add_argument("--subject", default="hcp/101309")
     ap.add_argument("--no-cache", action="store_true", help="turn the kernel cache off in both processes")
+    ap.add_argument("--variants", metavar="CONFIG", help="count the kernel variants one experiment compiles")
     args = ap.parse_args(argv)
+    if args.variants:
+        print(json.dumps(count_variants(args.variants)), flush=True)
+        return
     with tempfile.TemporaryDirectory(prefix="raybrain-kernels-") as tmp:
         cache_dir = "" if args.no_cache else tmp
         for process in ("first", "second"):

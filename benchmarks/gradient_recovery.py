@@ -1,4 +1,4 @@
-"""Parameter recovery by gradient descent through the simulator (raybrain.gradient), on CPU.
+"""Parameter recovery by gradient descent through the simulator (raybrain.jax_backend), on CPU.
 
 Three parts, each a few minutes on one CPU core (durations reduced from real sessions; stated in
 the output):
@@ -6,7 +6,7 @@ the output):
 (a) ``global``  — rWW (FIC on), synthetic subject from hcp/101309's connectome (N = 80, SC max
     0.2) simulated at G = 1.6, sigma = 0.005 by the NumPy simulator; fit (G, sigma) with the
     ``gradient`` optimizer exactly as an experiment runs it (ask → real pfic loss told →
-    Adam step on the differentiable stand-in, :class:`raybrain.gradient.ObjectiveLoss`, fresh
+    Adam step on the differentiable stand-in, :class:`raybrain.losses.differentiable.ObjectiveLoss`, fresh
     fixed noise per step). Prints start, final, best told, truth and relative errors.
 (b) ``regional`` — Hopf (Deco 2017), one bifurcation parameter ``a_i`` per region (N = 80
     values, G and sigma fixed), synthetic subject (FC of 4 runs at known ``a_i``); projected Adam
@@ -109,7 +109,8 @@ def part_regional(steps: int = 60, duration: float = 2304.0, n: int = 80, seed: 
     import jax.numpy as jnp
 
     from raybrain import data
-    from raybrain.gradient import JaxSimulator, fc_matrix
+    from raybrain.jax_backend import JaxSimulator
+    from raybrain.losses.differentiable import fc_matrix
     from raybrain.integrate import Simulation, SimulationSettings
     from raybrain.objective import scale_sc
 
@@ -183,7 +184,8 @@ def part_regional(steps: int = 60, duration: float = 2304.0, n: int = 80, seed: 
 def _sc_one(n: int, steps: int, duration: float):
     """One N, in this process: random SC, target FC at SC_true, Adam on the full SC from a perturbed one."""
     jax = _x64()
-    from raybrain.gradient import JaxSimulator, fc_loss, fc_matrix
+    from raybrain.jax_backend import JaxSimulator
+    from raybrain.losses.differentiable import fc_loss, fc_matrix
     from raybrain.integrate import SimulationSettings
 
     rng = np.random.default_rng(n)

@@ -77,7 +77,7 @@ def peak_rss_mb() -> float:
 def child(n: int, cpus: int, optimizer: str) -> dict:
     from raybrain import results as R
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     with tempfile.TemporaryDirectory(prefix="raybrain-scale-") as d:
         base = Path(d)

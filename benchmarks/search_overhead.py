@@ -6,13 +6,13 @@ every optimizer family in ``raybrain.search.OPTIMIZERS`` and P = 2 and 10 it pri
 per (mode, optimizer, P):
 
 * ``"ask-tell"``   — the optimizer alone, in this process: ask a generation, evaluate, tell.
-* ``"population"`` — one Tune trial per run, as ``raybrain.search.tune.population_trainable`` does
+* ``"population"`` — one Tune trial per run, as ``raybrain.tuning.trainables.population_trainable`` does
   it: ask a generation, evaluate it batched, tell, then one ``tune.report`` per generation with a
   checkpoint holding the pickled optimizer (raybrain's own ``_report`` helper). ``--records`` also
   writes each generation's records to parquet with ``raybrain.results.ResultsWriter`` like the real
   trainable does. ``--runs K`` runs K seeds of the same optimizer in parallel (one CPU each).
 * ``"trial"``      — one Tune trial per candidate: Tune's own searchers
-  (``raybrain.search.tune.tune_searcher``: every family's trial-mode ``Searcher``; grid here is
+  (``raybrain.tuning.tune_searcher``: every family's trial-mode ``Searcher``; grid here is
   Tune's ``grid_search``), ``reuse_actors=True``, a function trainable that reports its loss once.
 
 Fields: ``mode, optimizer, P, population, n_evals, ms_per_eval, evals_per_s, wall_s``.
@@ -112,7 +112,7 @@ def run_ask_tell(name: str, P: int, population: int, n_evals: int, seed: int = 0
 def population_bench_trainable(config: dict) -> None:
     """``population_trainable`` with the simulator replaced by the sphere (and no experiment)."""
     from raybrain.search import get_optimizer
-    from raybrain.search.tune import METRIC, _report
+    from raybrain.tuning.trainables import METRIC, _report
 
     t_start = time.perf_counter()
     name, P, n_evals = config["optimizer"], config["P"], config["n_evals"]
@@ -193,7 +193,7 @@ def _grid_space(P: int, n_evals: int):
 def run_trial(name: str, P: int, n_evals: int, storage: str, concurrency: int) -> dict:
     from ray import tune
 
-    from raybrain.search.tune import METRIC, tune_searcher
+    from raybrain.tuning import METRIC, tune_searcher
 
     if name == "grid":
         space, _ = _grid_space(P, n_evals)

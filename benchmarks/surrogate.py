@@ -116,7 +116,7 @@ def run(cfg, reuse: bool):
     stamp = root / "bench-wall.json"   # the measured wall-clock, for a later --reuse
     if reuse and (root / "runs").is_dir() and any((root / "runs").iterdir()):
         return root, (json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None)
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     t0 = time.perf_counter()
     root, errors = run_experiment(cfg, num_cpus=2)

@@ -1,11 +1,18 @@
-"""Array-module helpers: raybrain's physics is written once over ``xp`` (NumPy or CuPy).
+"""Array-module helpers: raybrain's physics is written once over ``xp`` (NumPy, CuPy or JAX).
 
 The array module is always taken from the inputs, never from a global switch, so the same
-function runs on host arrays in CI and on device arrays on a GPU.
+function runs on host arrays in CI, on device arrays on a GPU, and on JAX arrays (concrete or
+traced by ``jax.jit`` / ``jax.grad``) in the differentiable simulator of
+:mod:`raybrain.jax_backend`. Neither CuPy nor JAX is imported to recognise an array: an array
+of a library that was never imported cannot exist.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+
+BACKENDS = ("numpy", "cupy", "jax")
 
 
 def _cupy():
@@ -16,13 +23,30 @@ def _cupy():
     return cupy
 
 
+def _jax_numpy(a):
+    """``jax.numpy`` if ``a`` is a JAX array or tracer (JAX already imported), else None."""
+    jax = sys.modules.get("jax")
+    Array = getattr(jax, "Array", None)
+    if Array is not None and isinstance(a, Array):
+        import jax.numpy as jnp
+
+        return jnp
+    return None
+
+
 def array_module(*arrays):
-    """Return ``cupy`` if any of ``arrays`` is a CuPy array, else ``numpy``."""
+    """The array module of ``arrays``: ``cupy`` if any is a CuPy array, ``jax.numpy`` if any is a
+    JAX array (``jax.Array``, tracers included), else ``numpy``."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
             cp = _cupy()
             if cp is not None:
                 return cp
+        elif mod.startswith("jax"):  # jaxlib's ArrayImpl, jax._src's tracers
+            jnp = _jax_numpy(a)
+            if jnp is not None:
+                return jnp
     return np
 
 
@@ -34,7 +58,9 @@ def asnumpy(x):
 
 
 def get_xp(backend: str):
-    """The array module for a backend name: ``"numpy"`` or ``"cupy"``."""
+    """The array module for a backend name: ``"numpy"``, ``"cupy"`` or ``"jax"`` (``jax.numpy``, with
+    ``jax_enable_x64`` on: the noise of :mod:`raybrain.random` needs uint64; the array path of
+    :class:`raybrain.integrate.Simulation` then runs eagerly on JAX arrays)."""
     if backend == "numpy":
         return np
     if backend == "cupy":
@@ -45,4 +71,13 @@ def get_xp(backend: str):
                 "(pip install 'raybrain[gpu]') on a machine with a CUDA GPU"
             )
         return cp
-    raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
+    if backend == "jax":
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ValueError("backend='jax' needs JAX: pip install 'raybrain[jax]'") from exc
+        if not jax.config.jax_enable_x64:  # the counter-based noise (raybrain.random) hashes uint64
+            raise ValueError("backend='jax' needs 64-bit JAX: jax.config.update('jax_enable_x64', True)")
+        return jnp
+    raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")

@@ -1,8 +1,8 @@
 """The on-disk cache of raybrain's compiled numba kernels (see :mod:`raybrain.fused`).
 
-Each kernel variant (a factory in :mod:`raybrain.fused` and its arguments) is written as a small
-generated Python module whose module-level ``kernel`` compiles to exactly what the factory's
-closure compiles to; numba's per-function disk cache is attached to it, extended to store the
+Each kernel variant is a small generated Python module (:func:`raybrain.fused.kernel_source`)
+whose module-level ``kernel`` is written to the cache directory and imported from there; numba's
+per-function disk cache is attached to it, extended to store the
 object code of the kernel's parfor libraries too (:class:`_ParforCacheImpl`), so a kernel loaded
 from the cache gives bit for bit the results of one compiled in-process. File names carry
 :func:`source_hash`; files are written atomically, so Ray workers may build the same variant at
@@ -11,14 +11,13 @@ compiled in-process with a warning, never loaded wrongly.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import inspect
 import os
 import sys
 import tempfile
-import textwrap
+import types
 import warnings
 
 import llvmlite
@@ -28,7 +27,6 @@ import numpy as np
 from numba.core import caching as _nb_caching, sigutils
 
 from . import _fastmath, hemodynamics, random
-from .models import rww
 
 
 CACHE_DIR: str | os.PathLike | None = None
@@ -41,8 +39,13 @@ CACHE_ENV = "RAYBRAIN_CACHE_DIR"
 
 
 def _source_modules():
-    """The modules whose source goes into the compiled kernels (inlined helpers): hashed into names."""
-    return (sys.modules["raybrain.fused"], sys.modules[__name__], _fastmath, random, rww, hemodynamics)
+    """The modules whose source goes into the compiled kernels (the generator, the inlined helpers,
+    every model's declaration): hashed into names."""
+    from . import models
+
+    model_modules = sorted({sys.modules[type(m).__module__] for m in map(models.get_model, models.MODELS)}
+                           | {sys.modules[models.maths.__name__]}, key=lambda m: m.__name__)
+    return (sys.modules["raybrain.fused"], sys.modules[__name__], _fastmath, random, hemodynamics, *model_modules)
 
 
 _FIXED_MTIME = 1_000_000_000  # the generated files' mtime: the same file always has the same stamp
@@ -82,77 +85,6 @@ def source_hash() -> str:
             h.update(b"\0" + v.encode())
         _SOURCE_HASH.append(h.hexdigest()[:16])
     return _SOURCE_HASH[0]
-
-
-def _global_name(value, home) -> str:
-    """The name under which ``value`` (a helper the factories close over) is a global of ``home``."""
-    for name, v in vars(home).items():
-        if v is value and not name.startswith("__"):
-            return name
-    raise ValueError(f"{value!r} is not a global of {home.__name__}")
-
-
-def _literal(value) -> str:
-    """``value`` (bool, int, float, str or tuples of them) as source that evaluates back to it exactly."""
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, (bool, int, float, str)):
-        return repr(value)  # repr of a float round-trips exactly
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as a literal")
-
-
-def kernel_module_source(factory, args: dict) -> str:
-    """The source of a module that defines the factory's ``kernel`` for ``args``: numba helpers in
-    ``args`` are imported from the factory's module under the parameter's name, other values are written
-    as literals, and the factory's body (less its docstring and ``return``) follows verbatim, so
-    the module-level ``kernel`` compiles to what the closure compiles to. Deterministic, so
-    concurrent writers produce identical files. (:func:`build_kernel` attaches the on-disk
-    cache to ``kernel``.)"""
-    src = textwrap.dedent(inspect.getsource(factory))
-    fdef = ast.parse(src).body[0]
-    assert isinstance(fdef, ast.FunctionDef) and fdef.name == factory.__name__
-    params = [a.arg for a in fdef.args.args]
-    if sorted(params) != sorted(args):
-        raise TypeError(f"{factory.__name__} takes {params}, got {sorted(args)}")
-    lines = src.splitlines()
-    body = fdef.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]  # the docstring
-    if isinstance(body[-1], ast.Return):
-        body = body[:-1]
-    if not any(isinstance(b, ast.FunctionDef) and b.name == "kernel" for b in body):
-        raise ValueError(f"{factory.__name__} must define a function named kernel")
-    # names the body reads from this module's globals (numpy, numba, the inlined helpers ...)
-    assigned = set(params)
-    for node in ast.walk(fdef):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            assigned.add(node.id)
-        elif isinstance(node, ast.FunctionDef):
-            assigned.add(node.name)
-        elif isinstance(node, ast.arg):
-            assigned.add(node.arg)
-    home = sys.modules[factory.__module__]
-    here = vars(home)
-    used = sorted({n.id for stmt in body for n in ast.walk(stmt)
-                   if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in assigned
-                   and n.id in here})
-    out = [f"# Generated by {__name__} from {factory.__name__}; sources hash {source_hash()}.",
-           f"# Do not edit; {__name__} attaches its on-disk cache to `kernel`. May be deleted at any time.",
-           f"from {home.__name__} import {', '.join(used)}" if used else ""]
-    for p in params:
-        v = args[p]
-        if callable(v):
-            out.append(f"from {home.__name__} import {_global_name(v, home)} as {p}")
-        else:
-            out.append(f"{p} = {_literal(v)}")
-    out.append("")
-    for stmt in body:
-        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
-        seg = textwrap.dedent("\n".join(lines[first - 1:stmt.end_lineno]))
-        out.extend(["", seg] if isinstance(stmt, ast.FunctionDef) else [seg])
-    return "\n".join(out) + "\n"
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -202,22 +134,29 @@ def _load_kernel_module(path: str):
     return mod
 
 
-def build_kernel(factory, name: str, args: dict):
-    """``factory(**args)``'s kernel, from the on-disk cache when there is one (its module written
-    first if needed); compiled in-process from the closure, as before, otherwise."""
+def build_kernel_source(name: str, source: str):
+    """The ``kernel`` defined by the generated module ``source``: written to the on-disk cache as
+    ``name`` and loaded from there with the cache attached, or (caching off or impossible) run as an
+    in-memory module and compiled in-process. The same source compiles to the same code either way."""
+    header = (f"# Generated by {__name__}; sources hash {source_hash()}. Do not edit; may be deleted at any time.\n")
+    text = header + source
     directory = kernel_cache_dir()
     if directory is not None:
         try:
             path = cached_kernel_path(name, directory)
-            _write_atomic(path, kernel_module_source(factory, args))
+            _write_atomic(path, text)
             kernel = _load_kernel_module(path).kernel
             _attach_cache(kernel)
             return kernel
         except (OSError, RuntimeError, AttributeError) as e:
-            # unwritable after all, numba finds no cache locator, or numba's internals moved on
             warnings.warn(f"raybrain: no on-disk cache for kernel {name} ({type(e).__name__}: {e}); "
                           "compiling in-process", RuntimeWarning, stacklevel=3)
-    return factory(**args)
+    modname = f"_raybrain_kernel_{name}_inprocess"
+    mod = types.ModuleType(modname)
+    mod.__file__ = f"<raybrain kernel {name}>"
+    sys.modules[modname] = mod
+    exec(compile(text, mod.__file__, "exec"), mod.__dict__)
+    return mod.kernel
 
 
 # numba's cache stores a function's own object code. A prange kernel also runs code from the

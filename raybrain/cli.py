@@ -295,8 +295,8 @@ def _cmd_simulate(args) -> int:
     values = dict(args.param)
     for k in values:
         model.parameter(k)
-    if args.model == "rww" and model.fic and "w_IE" in values:
-        raise ValueError("--param w_IE is set by the analytic FIC; add --no-fic to set it yourself")
+    for k in set(values) & set(model.set_by_prepare):
+        raise ValueError(f"--param {k} is set by the analytic FIC; add --no-fic to set it yourself")
     names = tuple(values) or ("G",)
     settings = SimulationSettings(duration=args.duration, burn_in=args.burn_in, dt=args.dt, seed=args.seed,
                                   dtype=args.dtype, tr=subject.tr)
@@ -363,8 +363,8 @@ def _cmd_landscape(args) -> int:
     values = dict(args.param)
     for k in values:
         model.parameter(k)
-    if getattr(model, "fic", False) and "w_IE" in values:
-        raise ValueError("--param w_IE is set by the analytic FIC")
+    for k in set(values) & set(model.set_by_prepare):
+        raise ValueError(f"--param {k} is set by the analytic FIC")
     values.pop("G", None)
     if args.subject.endswith((".yaml", ".yml")) and Path(os.path.expanduser(args.subject)).is_file():
         return _landscape_of_experiment(args)
@@ -490,7 +490,7 @@ def _preflight(cfg, root: Path, source: str, resume: bool, selection=None, overw
 def _run(cfg, args, resume: bool, source: str) -> int:
     from . import execution as X
     from . import results as R
-    from .search.tune import Interrupted, run_experiment
+    from .tuning import Interrupted, run_experiment
 
     root = Path(cfg.storage).resolve() / cfg.name
     selection = X.Selection.parse(getattr(args, "shard", None), getattr(args, "runs", None))

@@ -183,19 +183,9 @@ def compat_key(sim: Simulation) -> tuple:
             sim.settings.replace(seed=0, noise="independent"))
 
 
-def _fused_par(params: dict, dtype) -> np.ndarray:
-    from .fused import RWW_PARAM_ORDER
-
-    return np.stack([np.asarray(params[k], dtype=dtype) for k in RWW_PARAM_ORDER], axis=1)
-
-
-def _uniform(PAR: np.ndarray) -> tuple[bool, ...]:
-    """Per parameter, whether it holds one value for the whole batch (as :func:`raybrain.fused.run_rww`)."""
-    from .fused import RWW_PARAM_ORDER, SEARCHED
-
-    PS = PAR[0, :, 0]
-    return tuple(RWW_PARAM_ORDER[q] not in SEARCHED and bool(np.all(PAR[:, q, :] == PS[q]))
-                 for q in range(PAR.shape[1]))
+def _fused_par(model, params: dict, dtype) -> np.ndarray:
+    """The packed ``(B, P, N)`` parameters of the fused kernels (``model.kernel_parameters`` order)."""
+    return np.stack([np.asarray(params[k], dtype=dtype) for k in model.kernel_parameters], axis=1)
 
 
 def _variant(sim: Simulation, threads: int | None) -> tuple[tuple, int | None]:
@@ -207,8 +197,10 @@ def _variant(sim: Simulation, threads: int | None) -> tuple[tuple, int | None]:
     lanes = int(choose_lanes(sim.dtype, sim.batch, sim.subject_index, threads=threads))
     if lanes == 0:
         return ("single",), 0
-    PAR = _fused_par(sim.params_host, sim.dtype)
-    u = _uniform(PAR)
+    from .fused import uniform_parameters
+
+    PAR = _fused_par(sim.model, sim.params_host, sim.dtype)
+    u = uniform_parameters(sim.model, PAR)
     values = PAR[0, :, 0][np.array(u, dtype=bool)].tobytes()
     return ("tiled", lanes, u, values), lanes
 
@@ -285,19 +277,18 @@ class _Rows:
         self.offsets = np.cumsum([0] + [it.batch for it in items])
         self.size = int(self.offsets[-1])
         self.variant = items[0].variant
-        self.PAR = _fused_par(self.params, self.dtype) if self.variant[:1] == ("tiled",) else None
+        self.PAR = _fused_par(self.model, self.params, self.dtype) if self.variant[:1] == ("tiled",) else None
 
     def completion(self, rows: np.ndarray) -> np.ndarray:
         """Extra rows (results dropped) that make the uniform-parameter pattern of ``rows`` that of
         the whole group, so the tiled fused kernel compiles the same arithmetic (exact mode)."""
         if self.PAR is None:
             return np.zeros(0, np.int64)
-        from .fused import RWW_PARAM_ORDER, SEARCHED
-
+        names, searched = self.model.kernel_parameters, self.model.searched_parameters
         want = self.variant[2]
         extra: list[int] = []
         for q, u in enumerate(want):
-            if u or RWW_PARAM_ORDER[q] in SEARCHED:  # hoisted, or never hoisted whatever the rows
+            if u or names[q] in searched:  # hoisted, or never hoisted whatever the rows
                 continue
             sub = self.PAR[np.concatenate([rows, extra]).astype(np.int64), q, :]
             if np.any(sub != sub[0, 0]):

@@ -18,8 +18,9 @@ A :class:`Simulation` is resumable: :meth:`Simulation.run` continues from the ca
 so running 30 s then 30 s gives exactly the samples of one 60 s run. Noise is a pure function of
 (seed, stream, step, region): a candidate's result does not depend on the batch it ran in.
 
-Two paths compute the same thing: the array path (NumPy or CuPy, any model; the reference) and,
-for rWW on NumPy, the fused numba kernel of :mod:`raybrain.fused` (the CPU hot path).
+Two paths compute the same thing: the array path (NumPy, CuPy or JAX, any model; the reference)
+and, for every model that declares a scalar drift, the fused kernels generated from it
+(:mod:`raybrain.fused`, numba on the CPU; :mod:`raybrain.cuda` on CuPy).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._backend import array_module, asnumpy, get_xp
+from ._backend import asnumpy, get_xp
 from .hemodynamics import BalloonWindkessel, bold_signal, bw_derivatives
 from .models import Model, broadcast_param, get_model
 from .random import normal_pair, stream_keys
@@ -230,7 +231,7 @@ class Simulation:
         self.settings = settings or SimulationSettings()
         if self.settings.hemodynamics is None:
             self.settings = self.settings.replace(
-                hemodynamics=getattr(self.model, "default_hemodynamics", "balloon"))
+                hemodynamics=self.model.default_hemodynamics)
         xp = self.xp = get_xp(self.settings.backend)
         self.dtype = np.dtype(self.settings.dtype)
         sc = np.asarray(asnumpy(sc), dtype=np.float64)
@@ -333,10 +334,10 @@ class Simulation:
 
     def _choose_fused(self) -> bool:
         s = self.settings
-        ok = self.model.fused_path and s.backend in ("numpy", "cupy") and s.hemodynamics == "balloon"
+        ok = self.model.fused_path and s.backend in ("numpy", "cupy")
         if s.fused == "always" and not ok:
-            raise ValueError("fused='always' needs a model with a fused time loop (Model.fused_path, e.g. 'rww'), "
-                             "backend 'numpy' or 'cupy' and hemodynamics 'balloon'")
+            raise ValueError("fused='always' needs a model with a fused time loop (one that declares "
+                             "Model.scalar_drift, e.g. 'rww', 'hopf', 'lanmm') and backend 'numpy' or 'cupy'")
         return ok and s.fused != "never"
 
     # -- running ---------------------------------------------------------------------------------
@@ -345,19 +346,16 @@ class Simulation:
         on-disk cache, or a fresh compilation — and return the seconds that took (≈ 0 when they are
         already loaded). Idempotent; neither the state nor any later result changes.
 
-        Fused numba path: the kernel variant :func:`raybrain.fused.run_rww` picks for this batch is
+        Fused numba path: the kernel variant :func:`raybrain.fused.run` picks for this batch is
         called for zero steps with the very argument types of :meth:`run`, which compiles (or
-        loads) its dispatcher entry. CUDA path: the variant :func:`raybrain.cuda.launch.run_rww_cuda`
+        loads) its dispatcher entry. CUDA path: the variant :func:`raybrain.cuda.launch.run_cuda`
         launches is built. Array path: nothing to compile.
         """
         t0 = time.perf_counter()
         if self.use_fused and self.settings.backend == "cupy":
-            from .cuda import plan
-            from .cuda.launch import get_kernel
+            from .cuda.launch import prepare_kernel
 
-            PAR = np.stack([self.params_host[k] for k in plan.RWW_PARAM_ORDER], axis=1).astype(self.dtype)
-            umask = plan.uniform_mask(PAR)
-            get_kernel(self.dtype, self.n_regions, plan.choose_sims_per_block(self.dtype, umask), umask)
+            prepare_kernel(self._kernel_call(0, self.xp)[0])
         elif self.use_fused:
             self._run_fused(0)  # zero steps: the state is copied in and out unchanged
         return time.perf_counter() - t0
@@ -386,52 +384,59 @@ class Simulation:
 
     def _sample_plan(self, n_steps: int):
         """Which hemodynamic steps in the coming ``n_steps`` produce a BOLD sample, and when."""
-        s = self.settings
-        k_h, k_tr = s.steps_per_bold_step, s.bold_steps_per_tr
-        m_burn = int(math.ceil(s.burn_in / (k_h * s.dt) - 1e-9))
-        m0 = self.state.step // k_h
-        m1 = (self.state.step + n_steps) // k_h
-        ms = np.arange(m0 + 1, m1 + 1)
-        ms = ms[(ms % k_tr == 0) & (ms > m_burn)]
-        return k_h, k_tr, m_burn, ms * (k_h * s.dt)
+        k_h, k_tr, m_burn, ms = sample_plan(self.settings, self.state.step, n_steps)
+        return k_h, k_tr, m_burn, ms * (k_h * self.settings.dt)
 
     def _run_fused(self, n_steps: int):
-        from .fused import run_rww
+        from .fused import run
 
-        return self._run_kernel(n_steps, run_rww, np, lanes=self.lanes)
+        call, times = self._kernel_call(n_steps, np)
+        run(call, lanes=self.lanes)
+        return self._finish_kernel_call(call), times
 
     def _run_cuda(self, n_steps: int):
-        """The fused CUDA kernel (``raybrain/cuda/rww.cu``) on CuPy arrays; same state, same noise,
-        same TR sampling as :meth:`_run_fused` (its CPU harness is held to the array path)."""
-        from .cuda.launch import run_rww_cuda
+        """The fused CUDA kernel generated for the model (:mod:`raybrain.cuda`) on CuPy arrays; same
+        state, same noise, same TR sampling as :meth:`_run_fused` (its CPU harness is held to the
+        array path)."""
+        from .cuda.launch import run_cuda
 
-        return self._run_kernel(n_steps, run_rww_cuda, self.xp)
+        call, times = self._kernel_call(n_steps, self.xp)
+        run_cuda(call)
+        return self._finish_kernel_call(call), times
 
-    def _run_kernel(self, n_steps: int, runner, xp, **runner_kwargs):
-        """Advance ``n_steps`` neural steps with a fused kernel following the ``run_rww`` contract
-        (:func:`raybrain.fused.run_rww`: numba; :func:`raybrain.cuda.launch.run_rww_cuda`: CUDA;
-        the CUDA code's CPU harness in the tests): packs the parameters and state, runs it, and
-        replaces :attr:`state`. Returns ``(bold, times)``."""
-        from .fused import RWW_PARAM_ORDER
+    def _kernel_call(self, n_steps: int, xp):
+        """The :class:`~raybrain.kernel_call.KernelCall` that advances :attr:`state` by ``n_steps``
+        neural steps on ``xp`` arrays (packed copies of the state), and the times of its samples."""
+        from .kernel_call import KernelCall
 
-        s, st, B, n = self.settings, self.state, self.batch, self.n_regions
+        s, st, B, n, m = self.settings, self.state, self.batch, self.n_regions, self.model
         k_h, k_tr, m_burn, times = self._sample_plan(n_steps)
         dt_ = self.dtype.type
-        bold = xp.zeros((B, len(times), n), dtype=self.dtype)
-        PAR = xp.ascontiguousarray(xp.stack([xp.asarray(self.params[k]) for k in RWW_PARAM_ORDER], axis=1))
-        CS = xp.ascontiguousarray(xp.asarray(self.sc.astype(self.dtype)))
-        SE, SI = (xp.ascontiguousarray(a) for a in st.neural)
-        hemo = tuple(xp.ascontiguousarray(a) for a in st.hemo)
-        sums = {k: xp.ascontiguousarray(v) for k, v in st.sums.items()}
-        acc = xp.ascontiguousarray(st.acc)
-        coef = s.hemodynamic_model.coefficients(dt_)
-        runner(SE, SI, *hemo, acc, sums["r_E"], sums["S_E"], sums["S_I"], CS, self.subject_index, PAR,
-               xp.ascontiguousarray(st.keys), st.step, n_steps, dt_(s.dt), k_h, dt_(1.0 / k_h), dt_(k_h * s.dt),
-               k_tr, m_burn, coef, s.hemodynamics == "balloon", bold, **runner_kwargs)
-        n_rec = max(0, st.step + n_steps - max(st.step, m_burn * k_h))
-        self.state = SimState(st.step + n_steps, (SE, SI), hemo, acc, st.keys, sums, st.n_summed + n_rec,
-                              st.diverged)
-        return bold, times
+        names = [sv.name for sv in m.state_variables] + list(m.summary_observables)
+        call = KernelCall(
+            model=m,
+            X=xp.ascontiguousarray(xp.stack([xp.asarray(a) for a in st.neural])),
+            H=xp.ascontiguousarray(xp.stack([xp.asarray(a) for a in st.hemo])),
+            acc=xp.ascontiguousarray(st.acc),
+            sums=xp.ascontiguousarray(xp.stack([xp.asarray(st.sums[k]) for k in names])),
+            CS=xp.ascontiguousarray(xp.asarray(self.sc.astype(self.dtype))),
+            subject_index=self.subject_index,
+            PAR=xp.ascontiguousarray(xp.stack([xp.asarray(self.params[k]) for k in m.kernel_parameters], axis=1)),
+            keys=xp.ascontiguousarray(st.keys), step0=st.step, n_steps=n_steps, dt=dt_(s.dt), k_h=k_h,
+            inv_kh=dt_(1.0 / k_h), dt_h=dt_(k_h * s.dt), k_tr=k_tr, m_burn=m_burn,
+            coef=s.hemodynamic_model.coefficients(dt_), bold_on=s.hemodynamics == "balloon",
+            bold_out=xp.zeros((B, len(times), n), dtype=self.dtype))
+        return call, times
+
+    def _finish_kernel_call(self, call):
+        """Take the state a kernel call advanced as :attr:`state`; return its BOLD samples."""
+        st, m = self.state, self.model
+        k_h, m_burn = call.k_h, call.m_burn
+        names = [sv.name for sv in m.state_variables] + list(m.summary_observables)
+        n_rec = max(0, st.step + call.n_steps - max(st.step, m_burn * k_h))
+        self.state = SimState(st.step + call.n_steps, tuple(call.X), tuple(call.H), call.acc, st.keys,
+                              dict(zip(names, call.sums)), st.n_summed + n_rec, st.diverged)
+        return call.bold_out
 
     def _run_array(self, n_steps: int):
         s, st, xp, m = self.settings, self.state, self.xp, self.model
@@ -447,7 +452,6 @@ class Simulation:
         spec = "bj,ij->bi" if single else "bj,bij->bi"
         hm = s.hemodynamic_model
         kappa, gam_h, inv_tau, inv_alpha, l1r, inv_rho, V0, k1, k2, k3, one = hm.coefficients(dtp)
-        clips = [sv.clip for sv in m.state_variables]
         n_pairs = (len(m.noise_variables) + 1) // 2
         s_burn = m_burn * k_h  # summaries start with the first hemodynamic step after the burn-in
         x = list(st.neural)
@@ -457,17 +461,10 @@ class Simulation:
         for step in range(st.step, st.step + n_steps):
             coupling = tuple(xp.einsum(spec, x[v], Cb) for v in m.coupled_variables)
             with np.errstate(all="ignore"):
-                drift, obs = m.drift_and_observables(tuple(x), p, coupling)
                 xi = []
                 for q in range(n_pairs):
                     xi.extend(normal_pair(st.keys, step * n_pairs + q, n, dtype=self.dtype))
-                new = [a + dt * d for a, d in zip(x, drift)]
-                for j, v in enumerate(m.noise_variables):
-                    new[v] = new[v] + amp * xi[j]
-                for v, c in enumerate(clips):
-                    if c is not None:
-                        new[v] = xp.clip(new[v], dtp(c[0]), dtp(c[1]))
-            x = new
+                x, obs = euler_maruyama_step(m, x, p, coupling, xi, dt, amp, xp)
             if step + 1 > s_burn:
                 for sv, a in zip(m.state_variables, x):
                     sums[sv.name] = sums[sv.name] + a
@@ -496,6 +493,36 @@ class Simulation:
         self.state = SimState(st.step + n_steps, tuple(x), hemo, acc, st.keys, sums, n_summed, st.diverged)
         bold = xp.stack(out, axis=1) if out else xp.zeros((B, 0, n), dtype=self.dtype)
         return bold, times
+
+
+def euler_maruyama_step(model: Model, x, p, coupling, xi, dt, amp, xp):
+    """One step of the array path on any array module (module docstring): ``x + f(x, c) dt``, plus
+    ``amp ξ_j`` (``amp = σ √dt``) on noise variable ``j``, clipped where the model clips; returns the
+    new state (a list like ``x``) and the observables of ``x``. ``dt``, ``amp`` and the clip bounds
+    are in the state's precision."""
+    drift, obs = model.drift_and_observables(tuple(x), p, coupling)
+    new = [a + dt * d for a, d in zip(x, drift)]
+    for j, v in enumerate(model.noise_variables):
+        new[v] = new[v] + amp * xi[j]
+    one = type(dt)(1.0)
+    for v, sv in enumerate(model.state_variables):
+        if sv.clip is not None:
+            new[v] = xp.clip(new[v], one * sv.clip[0], one * sv.clip[1])
+    return new, obs
+
+
+def sample_plan(settings: SimulationSettings, start_step: int, n_steps: int):
+    """The TR grid of neural steps ``start_step .. start_step + n_steps``, which every path follows:
+    ``(k_h, k_tr, m_burn, ms)``. ``k_h`` neural steps per hemodynamic step, ``k_tr`` hemodynamic
+    steps per TR, ``m_burn`` the hemodynamic steps of the burn-in (``⌈burn_in / (k_h dt)⌉``), and
+    ``ms`` the indices (1-based, counted from t = 0) of the hemodynamic steps ending in this
+    stretch that produce a sample: multiples of ``k_tr`` past the burn-in, taken at
+    ``m · k_h · dt`` seconds."""
+    s = settings
+    k_h, k_tr = s.steps_per_bold_step, s.bold_steps_per_tr
+    m_burn = int(math.ceil(s.burn_in / (k_h * s.dt) - 1e-9))
+    ms = np.arange(start_step // k_h + 1, (start_step + n_steps) // k_h + 1)
+    return k_h, k_tr, m_burn, ms[(ms % k_tr == 0) & (ms > m_burn)]
 
 
 def _check_prepared(model, prepared: Mapping[str, Any], B: int, n: int) -> dict[str, np.ndarray]:

@@ -137,9 +137,9 @@ def _point(model, sc, G: float, p, fp, b: int) -> StabilityPoint:
     pb = {k: v[b:b + 1] for k, v in p.items()}
     state = tuple(a[b] for a in fp)
     ok = True
-    if "w_IE" in pb and getattr(model, "fic", False):
-        w = pb["w_IE"]
-        ok = bool(np.all(np.isfinite(w)) and np.all(w > 0))
+    for name in model.set_by_prepare:  # what FIC solved for must be a finite, positive coupling
+        w = pb[name]
+        ok = ok and bool(np.all(np.isfinite(w)) and np.all(w > 0))
     x0 = np.concatenate(state)[None]
     if not np.all(np.isfinite(x0)):
         return StabilityPoint(float(G), math.nan, False, ok, math.nan, math.nan)

@@ -166,11 +166,11 @@ class Objective:
         if self.composite:
             if self.meeg.duration is not None:
                 meeg_settings = meeg_settings.replace(duration=float(self.meeg.duration))
-            variant = getattr(self.model, "bold_variant", None)
+            variant = self.model.bold_variant()
             if variant is None:
                 raise ValueError(f"model {self.model.name!r} has no BOLD variant (bold_variant()): it cannot "
                                  "give the BOLD of a composite spectral + FC loss")
-            self.bold_model = variant()
+            self.bold_model = variant
         elif self.meeg.duration is not None:
             raise ValueError("meeg duration applies to a composite loss only (a spectral fit simulates the "
                              "fidelity's duration)")

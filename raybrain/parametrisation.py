@@ -64,21 +64,21 @@ class Parametrisation:
         t = self.check(theta)
         return [dict(zip(self.names, map(float, row))) for row in t]
 
-    def to_model_params(self, theta) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
+    def to_model_params(self, theta) -> dict[str, np.ndarray]:
+        """Model parameters of a batch ``theta`` (B, P), validated: (B,) columns for global
+        parameters, (B, N) for regional ones (float64 NumPy arrays)."""
+        t = self.check(theta)
+        return {k: np.array(v, dtype=np.float64) for k, v in self.mapping(t, np).items()}
 
     def vector_params(self, theta, xp=np) -> dict:
-        """Model parameters of ONE vector ``theta`` (P,) on array module ``xp`` (NumPy, ``jax.numpy``):
-        scalars for global parameters, (N,) arrays for regional ones. The same mapping as
-        :meth:`to_model_params` (row ``b`` of it, with (B,) columns as scalars) but written with
-        ``xp`` operations only and no validation, so it can be differentiated (used by
-        :mod:`raybrain.gradient`)."""  # pragma: no cover
+        """Model parameters of ONE vector ``theta`` (P,) on array module ``xp`` (NumPy, ``jax.numpy``),
+        unvalidated so it can be differentiated (:mod:`raybrain.losses.differentiable`): row 0 of
+        :meth:`mapping` — scalars for global parameters, (N,) arrays for regional ones."""
+        return {k: v[0] for k, v in self.mapping(theta[None], xp).items()}
+
+    def mapping(self, theta, xp=np) -> dict:  # pragma: no cover
+        """The map from a batch ``theta`` (B, P) to model parameters, written once over ``xp``."""
         raise NotImplementedError
-
-    def _clip(self, model: Model, name: str, value):
-        lo, hi = model.parameter(name).bounds
-        return np.clip(value, lo, hi)
-
 
 def _bounds_for(model: Model, names: Sequence[str], bounds: Mapping[str, Sequence[float]] | None) -> np.ndarray:
     bounds = dict(bounds or {})
@@ -111,17 +111,10 @@ class Global(Parametrisation):
             self.model.parameter(n)
         self.bounds = _bounds_for(self.model, self.names, self.bounds_override)
 
-    def to_model_params(self, theta):
-        t = self.check(theta)
-        out = {k: np.full(t.shape[0], v, dtype=np.float64) for k, v in self.fixed.items()}
+    def mapping(self, theta, xp=np):
+        out = {k: xp.full(theta.shape[0], float(v)) for k, v in self.fixed.items()}
         for j, n in enumerate(self.names):
-            out[n] = t[:, j].copy()
-        return out
-
-    def vector_params(self, theta, xp=np):
-        out = {k: float(v) for k, v in self.fixed.items()}
-        for j, n in enumerate(self.names):
-            out[n] = theta[j]
+            out[n] = theta[:, j]
         return out
 
 
@@ -213,27 +206,15 @@ class Maps(Parametrisation):
         """pFIC maps from a subject: m1 = SC strength, m2 = principal gradient of its empirical FC."""
         return cls(model, np.stack([sc_strength(subject.sc), fc_gradient(subject.fc())]), **kw)
 
-    def to_model_params(self, theta):
-        t = self.check(theta)
-        out, j = {}, 0
-        for p in self.regional:
-            c = t[:, j:j + 3]
-            out[p] = self._clip(self.model, p, c[:, :1] + c[:, 1:2] * self.maps[0] + c[:, 2:3] * self.maps[1])
-            j += 3
-        for g in self.globals_:
-            out[g] = t[:, j].copy()
-            j += 1
-        return out
-
-    def vector_params(self, theta, xp=np):
+    def mapping(self, theta, xp=np):
         out, j = {}, 0
         m1, m2 = xp.asarray(self.maps[0]), xp.asarray(self.maps[1])
         for p in self.regional:
             lo, hi = self.model.parameter(p).bounds
-            out[p] = xp.clip(theta[j] + theta[j + 1] * m1 + theta[j + 2] * m2, lo, hi)
+            out[p] = xp.clip(theta[:, j:j + 1] + theta[:, j + 1:j + 2] * m1 + theta[:, j + 2:j + 3] * m2, lo, hi)
             j += 3
         for g in self.globals_:
-            out[g] = theta[j]
+            out[g] = theta[:, j]
             j += 1
         return out
 
@@ -259,19 +240,11 @@ class Regional(Parametrisation):
             over.update({f"{self.parameter}[{i}]": b for i in range(self.n_regions)})
         self.bounds = _bounds_for(self.model, self.names, over)
 
-    def to_model_params(self, theta):
-        t = self.check(theta)
+    def mapping(self, theta, xp=np):
         n = self.n_regions
-        out = {self.parameter: t[:, :n].copy()}
+        out = {self.parameter: theta[:, :n]}
         for k, g in enumerate(self.globals_):
-            out[g] = t[:, n + k].copy()
-        return out
-
-    def vector_params(self, theta, xp=np):
-        n = self.n_regions
-        out = {self.parameter: theta[:n]}
-        for k, g in enumerate(self.globals_):
-            out[g] = theta[n + k]
+            out[g] = theta[:, n + k]
         return out
 
 

@@ -55,9 +55,21 @@ def stream_keys(seed: int, streams, xp=np):
     if s.ndim != 1 or (s.size and (not np.issubdtype(s.dtype, np.integer) or s.min() < 0)):
         raise ValueError("noise streams must be a 1-D array of non-negative integers")
     with np.errstate(over="ignore"):
-        base = fmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF) ^ _SEED_SALT)
-        keys = fmix64(base + (s.astype(np.uint64) + np.uint64(1)) * GOLDEN)
+        keys = keys_of_streams(seed_base(seed), s.astype(np.uint64))
     return xp.asarray(keys)
+
+
+def seed_base(seed: int) -> np.uint64:
+    """``fmix64(seed ⊕ C)``, the part of every stream key that depends on the seed only."""
+    with np.errstate(over="ignore"):
+        return fmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF) ^ _SEED_SALT)
+
+
+def keys_of_streams(base, streams):
+    """``fmix64(base + (s + 1) φ)`` for uint64 ``streams`` of any array module (no checks; the
+    validated entry point is :func:`stream_keys`)."""
+    xp = array_module(streams)
+    return fmix64(xp.asarray(base, dtype=xp.uint64) + (streams + xp.asarray(1, dtype=xp.uint64)) * xp.asarray(GOLDEN))
 
 
 def normal_pair(keys, step: int, n: int, dtype=np.float64):

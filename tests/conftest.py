@@ -12,7 +12,7 @@ def ray_local():
     it pay for Ray."""
     ray = pytest.importorskip("ray")
     saved = dict(os.environ)
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # as raybrain.search.tune._init_ray: no Tune tables
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # as raybrain.tuning.driver._init_ray: no Tune tables
     os.environ["RAY_DEDUP_LOGS"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

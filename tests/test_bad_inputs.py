@@ -216,7 +216,8 @@ def tripwires(monkeypatch):
     """Ray and the simulator must not start for a bad input: both raise AssertionError (which the
     CLI does not catch) unless a row re-enables the simulator."""
     import raybrain.objective
-    import raybrain.search.tune as tune
+    import raybrain.tuning as tuning
+    from raybrain.tuning import driver
 
     def ray_starts(*a, **k):
         raise AssertionError("Ray was started for a bad input")
@@ -224,8 +225,9 @@ def tripwires(monkeypatch):
     def simulates(*a, **k):
         raise AssertionError("a simulation was started for a bad input")
 
-    monkeypatch.setattr(tune, "run_experiment", ray_starts)
-    monkeypatch.setattr(tune, "_init_ray", ray_starts)
+    monkeypatch.setattr(tuning, "run_experiment", ray_starts)  # where the CLI looks it up
+    monkeypatch.setattr(driver, "run_experiment", ray_starts)
+    monkeypatch.setattr(driver, "_init_ray", ray_starts)
     monkeypatch.setattr(raybrain.objective.Objective, "evaluate", simulates)
     return monkeypatch
 
@@ -367,13 +369,15 @@ def _disk_full_at_second_save(ws, monkeypatch):
 
 
 def _arm_ray_tripwire(monkeypatch):
-    import raybrain.search.tune as tune
+    import raybrain.tuning as tuning
+    from raybrain.tuning import driver
 
     def ray_starts(*a, **k):
         raise AssertionError("Ray was started for a bad input")
 
-    monkeypatch.setattr(tune, "run_experiment", ray_starts)
-    monkeypatch.setattr(tune, "_init_ray", ray_starts)
+    monkeypatch.setattr(tuning, "run_experiment", ray_starts)  # where the CLI looks it up
+    monkeypatch.setattr(driver, "run_experiment", ray_starts)
+    monkeypatch.setattr(driver, "_init_ray", ray_starts)
 
 
 def _no_partial_out(ws):
@@ -646,12 +650,12 @@ def test_a_valid_config_reaches_ray_and_its_own_results_folder_is_accepted(ws, t
     same experiment but no records of it yet; run_experiment gets the config."""
     import shutil
 
-    import raybrain.search.tune as tune
+    import raybrain.tuning as tuning
 
     from raybrain.experiment import load_config
 
     calls = []
-    tripwires.setattr(tune, "run_experiment", lambda cfg, **kw: (calls.append(cfg), (_ for _ in ()).throw(
+    tripwires.setattr(tuning, "run_experiment", lambda cfg, **kw: (calls.append(cfg), (_ for _ in ()).throw(
         KeyboardInterrupt))[1])
     path = ws.config()
     (ws.earlier / "experiment.json").write_text(load_config(path).model_dump_json())
@@ -666,11 +670,11 @@ def test_a_valid_config_reaches_ray_and_its_own_results_folder_is_accepted(ws, t
 def test_the_same_experiment_with_records_is_refused_before_ray(ws, tripwires, capsys):
     """A second execution of the same experiment into a folder with its records: one line, exit 2,
     naming the folder and both ways on; nothing is touched and Ray is never reached."""
-    import raybrain.search.tune as tune
+    import raybrain.tuning as tuning
 
     from raybrain.experiment import load_config
 
-    tripwires.setattr(tune, "run_experiment", lambda cfg, **kw: pytest.fail("reached run_experiment"))
+    tripwires.setattr(tuning, "run_experiment", lambda cfg, **kw: pytest.fail("reached run_experiment"))
     path = ws.config()
     (ws.earlier / "experiment.json").write_text(load_config(path).model_dump_json())
     before = {p: p.stat().st_mtime_ns for p in ws.earlier.rglob("*")}
@@ -683,14 +687,14 @@ def test_the_same_experiment_with_records_is_refused_before_ray(ws, tripwires, c
 
 def test_resume_uses_the_folder_given_whatever_the_working_directory(ws, tripwires, monkeypatch, tmp_path_factory):
     """experiment.json may hold a relative storage; resume continues in the folder it was given."""
-    import raybrain.search.tune as tune
+    import raybrain.tuning as tuning
 
     d = json.loads((ws.earlier / "experiment.json").read_text())
     d["storage"] = "results"
     (ws.earlier / "experiment.json").write_text(json.dumps(d))
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     seen = []
-    tripwires.setattr(tune, "run_experiment", lambda cfg, **kw: (seen.append((cfg, kw)), (_ for _ in ()).throw(
+    tripwires.setattr(tuning, "run_experiment", lambda cfg, **kw: (seen.append((cfg, kw)), (_ for _ in ()).throw(
         KeyboardInterrupt))[1])
     with pytest.raises(KeyboardInterrupt):
         main(["resume", str(ws.earlier), "--quiet"])

@@ -1,26 +1,33 @@
-"""The fused CUDA kernel (raybrain/cuda) without a GPU, and on one where there is.
+"""The fused CUDA kernels (raybrain/cuda) without a GPU, and on one where there is.
 
-* Host harness: ``rww_core.cuh`` -- the maths and per-thread program the kernel runs -- compiled
-  for the host (g++, else nvcc) and run with the kernel's schedule (raybrain.cuda.host), held to
-  the NumPy array path (``fused="never"``) on the same noise keys: 2 connectomes in one batch,
-  22 s at dt 1 ms with 2 neural steps per hemodynamic step and a burn-in that is not a whole
-  number of them (B = 4, 28 TRs). Measured (g++ 12, x86-64), as max |diff| / max |reference|:
-  float64: BOLD 2.3e-15, summaries (r_E, S_E, S_I) <= 2.0e-14, FC max |diff| 1.3e-15;
-  float32 vs the float32 array path: BOLD 2.0e-6, summaries <= 5.9e-8, FC r >= 0.99999997;
-  float32 vs the float64 array path: BOLD 5.0e-5, summaries <= 1.1e-6, FC r >= 0.99998 (the float32
-  array path itself: 0.99998).
-  In float64 it equals raybrain.fused's single-element numba kernel bit for bit (same operations in
-  the same order, glibc's libm on both sides).
+* Host harness: ``model_core.cuh`` with a model's generated header -- the maths and per-thread
+  program the kernel runs -- compiled for the host (g++, else nvcc) and run with the kernel's
+  schedule (raybrain.cuda.host), held to the NumPy array path (``fused="never"``) on the same noise
+  keys. rWW: 2 connectomes in one batch, 22 s at dt 1 ms with 2 neural steps per hemodynamic step
+  and a burn-in that is not a whole number of them (B = 4, 28 TRs). Measured (g++ 12, x86-64), as
+  max |diff| / max |reference|: float64: BOLD 2.3e-15, summaries (r_E, S_E, S_I) <= 2.0e-14, FC max
+  |diff| 1.3e-15; float32 vs the float32 array path: BOLD 2.0e-6, summaries <= 5.9e-8, FC r >=
+  0.99999997; float32 vs the float64 array path: BOLD 5.0e-5, summaries <= 1.1e-6, FC r >= 0.99998
+  (the float32 array path itself: 0.99998). In float64 it equals raybrain.fused's single-element
+  numba kernel to 1e-13 (same operations in the same order, glibc's libm on both sides).
+  Hopf (two coupled variables, diffusive coupling, x sampled without hemodynamics) and LaNMM (22
+  state variables, the P1 rate relay coupled, exp; its output sampled, and through the Balloon) on
+  the same two connectomes, as max relative difference of samples, running sums and final state
+  (g++ 12): float64 Hopf <= 2.3e-15, LaNMM <= 1.2e-13; float32 Hopf <= 4.4e-7, LaNMM <= 5.2e-5. A
+  test model declared here with three noise variables (two Box-Muller pairs per step) and a clip
+  checks the noise counters and the clipping of the generic core (float64: 1.7e-16).
 * Launch plan, tiling, batch independence, common random numbers, chunking: bit for bit; the
-  launcher's argument marshalling checked against the kernel's C signature with a stand-in for CuPy.
-* nvcc: ``rww.cu`` compiles to sm_90 cubin; registers and spills are reported (and spills must be 0
-  for the default variants); NVRTC (where CuPy is installed) compiles the very source CuPy gets.
-* With CuPy and a CUDA device: the GPU kernel against the host harness.
+  launcher's argument marshalling checked against the kernel's C signature and the argument
+  struct's layout against the compiler's, with a stand-in for CuPy.
+* The translation of a declaration to C++ rejects what it cannot translate faithfully.
+* nvcc: ``model.cu`` with each model compiles to sm_90 cubin; registers and spills are reported
+  (spills must be 0 for the default variants); NVRTC (where CuPy is installed) compiles the very
+  source CuPy gets.
+* With CuPy and a CUDA device: the GPU kernel against the host harness, for every model.
 Skipped with a reason where the compiler, nvcc, CuPy or a device is missing.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -30,10 +37,11 @@ import numpy as np
 import pytest
 
 from raybrain import features as F
-from raybrain.cuda import host, plan
+from raybrain.cuda import codegen, host, plan
 from raybrain.cuda.simulation import run_chunk
 from raybrain.data import list_subjects, load_subject
 from raybrain.integrate import Simulation, SimulationSettings
+from raybrain.models import LaNMM, Model, Parameter, StateVariable, get_model
 from raybrain.objective import scale_sc
 from raybrain.random import stream_keys
 
@@ -49,6 +57,11 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found: cannot com
 LONG = SimulationSettings(duration=20.0, burn_in=2.0005, dt=1e-3, bold_dt=2e-3, tr=0.72, dtype="float64",
                           fused="never")
 SHORT = LONG.replace(duration=1.44, burn_in=0.2005)
+# Hopf: x sampled every 0.1 s (no hemodynamics), dt 10 ms, k_h = 2, burn-in not a whole block
+HOPF = SimulationSettings(duration=10.0, burn_in=0.51, dt=1e-2, bold_dt=2e-2, tr=0.1, dtype="float64", fused="never")
+# LaNMM: v_P1 sampled at 250 Hz, dt 0.1 ms, k_h = 10
+LANMM = SimulationSettings(duration=0.2, burn_in=0.0505, dt=1e-4, bold_dt=1e-3, tr=4e-3, dtype="float64",
+                           fused="never")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +84,7 @@ def _host(sim, n_steps=None, **kw):
     s = sim.settings
     if n_steps is None:
         n_steps = max(sim.state.step, s.n_steps(s.burn_in)) + s.n_steps(s.duration) - sim.state.step
-    bold, times = run_chunk(sim, n_steps, host.run_rww_host, **kw)
+    bold, times = run_chunk(sim, n_steps, host.run_host, **kw)
     means = {k: v / max(sim.state.n_summed, 1) for k, v in sim.state.sums.items()}
     return bold, times, means
 
@@ -92,12 +105,56 @@ def ref64(sc2, params):
     return Simulation("rww", sc2, params, LONG, subject_index=SUBJ).run()
 
 
+# -- the declaration, translated ------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", [get_model("rww"), get_model("hopf"), LaNMM()], ids=lambda m: m.name)
+def test_header_reads_the_declared_packing(model):
+    """The generated drift reads state s from x[s], network input j from c[j] and kernel parameter q
+    from p[q] in the order of the declaration (the order KernelCall packs them in), and the counts
+    are the model's."""
+    h = codegen.model_header(model)
+    for s, sv in enumerate(model.state_variables):
+        assert f"const T v_{sv.name} = x[{s}];" in h
+    for q, name in enumerate(model.kernel_parameters):
+        assert f"const T v_{name} = p[{q}];" in h
+    assert f"constexpr int S = {len(model.state_variables)};" in h
+    assert f"constexpr int C = {len(model.coupled_variables)};" in h
+    assert f"constexpr int P = {len(model.kernel_parameters)};" in h
+    assert f"constexpr int O = {len(model.summary_observables)};" in h
+    assert f"constexpr int BOLD_INPUT = {model.bold_input};" in h
+    assert "sigma" in model.kernel_parameters and f"SIGMA = {model.kernel_parameters.index('sigma')};" in h
+
+
+def _with_literal(x, c, G, sigma, one):
+    return -x + G * c + 2.0 * sigma, x
+
+
+def _with_power(x, c, G, sigma, one):
+    return x ** G, x
+
+
+def _with_branch(x, c, G, sigma, one):
+    if x:
+        return x, x
+    return c, c
+
+
+class _Toy(Model):
+    name = "toy"
+    state_variables = (StateVariable("x", 0.0),)
+    parameters = (Parameter("G", 1.0, "1", (0, 1), "coupling"), Parameter("sigma", 0.1, "1", (0, 1), "noise"))
+    noise_variables = (0,)
+
+
+@pytest.mark.parametrize("fn,match", [(_with_literal, "literal 2.0"), (_with_power, "Pow"),
+                                      (_with_branch, "If is not accepted")])
+def test_translation_rejects_what_it_cannot_translate(fn, match):
+    toy = type("BadToy", (_Toy,), {"scalar_drift": staticmethod(fn)})()
+    with pytest.raises(codegen.DeclarationError, match=match):
+        codegen.model_header(toy)
+
+
 # -- planning (shared with the GPU launcher) ----------------------------------------------------------
-
-def test_param_order_matches_fused():
-    from raybrain.fused import RWW_PARAM_ORDER
-    assert plan.RWW_PARAM_ORDER == RWW_PARAM_ORDER
-
 
 def test_launch_plan_counts_samples():
     for step0, n, k_h, k_tr, m_burn, per in [(0, 100, 3, 4, 5, 17), (7, 1000, 10, 72, 3, 250), (5, 9, 1, 1, 0, 2),
@@ -112,6 +169,34 @@ def test_launch_plan_counts_samples():
     subj, src, real = plan.make_tiles([1, 0, 1, 1, 0], 2)
     assert subj.tolist() == [0, 1, 1] and src.tolist() == [[1, 4], [0, 2], [3, 3]]
     assert real.tolist() == [[1, 1], [1, 1], [1, 0]]
+
+
+def test_uniform_mask_never_hoists_searched_parameters():
+    """A searched parameter is read per element even when the batch holds one value of it (its
+    uniform patterns would multiply the kernel variants); a constant uniform parameter is hoisted."""
+    m = get_model("rww")
+    P = len(m.kernel_parameters)
+    PAR = np.ones((3, P, N_REG))
+    mask = plan.uniform_mask(m, PAR)
+    for q, name in enumerate(m.kernel_parameters):
+        assert bool(mask >> q & 1) == (name not in m.searched_parameters), name
+    PAR[1, m.kernel_parameters.index("I0"), 5] = 2.0
+    assert not plan.uniform_mask(m, PAR) >> m.kernel_parameters.index("I0") & 1
+    # rWW keeps the K of the measured rWW kernel: float32 4, float64 2 (all per element: 2, 1)
+    assert [plan.choose_sims_per_block(m, d, u) for d in ("float32", "float64") for u in (mask, 0)] == [4, 2, 2, 1]
+
+
+@needs_cxx
+@pytest.mark.parametrize("model", [get_model("rww"), get_model("hopf"), LaNMM()], ids=lambda m: m.name)
+def test_argument_struct_layout_is_the_compilers(model):
+    """plan.args_dtype (what the launcher packs) against offsetof/sizeof of rb::Args<T> as g++ laid it
+    out -- the layout nvcc uses on the device for the same struct."""
+    lib = host.build_host_library(model, N_REG, 2, 0)
+    for dtype in (np.float32, np.float64):
+        assert host.layout(lib, dtype) == host.expected_layout(dtype)
+        assert host.layout(lib, dtype)[0] == plan.args_dtype(dtype).itemsize
+    assert host.config(lib)[5:] == (len(model.state_variables), len(model.coupled_variables),
+                                    len(model.kernel_parameters), len(model.summary_observables))
 
 
 # -- host harness vs the NumPy path ---------------------------------------------------------------
@@ -145,6 +230,83 @@ def test_host_harness_float32_matches_numpy(sc2, params, ref64):
     for b in range(B):
         assert _fc_r(bold[b], ref32.bold[b]) >= 0.9999  # measured >= 0.99999997
         assert _fc_r(bold[b], ref64.bold[b]) >= 0.99  # measured >= 0.99998
+
+
+# the other models: (model, parameters, settings), each held to its array path
+OTHER_MODELS = {
+    "hopf": (lambda: get_model("hopf"), dict(G=np.linspace(0.2, 1.0, B), a=np.linspace(-0.05, 0.02, B),
+                                              sigma=np.linspace(0.01, 0.04, B)), HOPF),
+    "lanmm": (lambda: LaNMM(), dict(G=np.linspace(2.0, 10.0, B), C_P2_PV=np.linspace(150, 200, B)), LANMM),
+    "lanmm-balloon": (lambda: LaNMM(output="rate"), dict(G=np.linspace(2.0, 10.0, B)),
+                      LANMM.replace(duration=0.72, tr=0.036, bold_dt=1e-3)),
+}
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", sorted(OTHER_MODELS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_host_harness_matches_numpy_for_every_model(sc2, case, dtype):
+    """Hopf and LaNMM (sampled, and through the Balloon) run by the kernel generated from their
+    declarations, against the array path evaluating the same scalar drift: samples, every running
+    sum (state variables and summary observables) and the final state. Measured (g++ 12): float64
+    <= 1.2e-13, float32 <= 5.2e-5 (LaNMM's fast PSP derivatives; Hopf 4.4e-7)."""
+    make, params, st = OTHER_MODELS[case]
+    s = st.replace(dtype=dtype)
+    ref_sim = Simulation(make(), sc2, params, s, subject_index=SUBJ)
+    ref = ref_sim.run()
+    sim = Simulation(make(), sc2, params, s, subject_index=SUBJ)
+    bold, times, means = _host(sim)
+    np.testing.assert_array_equal(times, ref.times)
+    assert bold.shape == ref.bold.shape and bold.shape[1] >= 20 and bold.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(bold)) and _max_rel(ref.bold[0], ref.bold[3]) > 1e-3  # elements differ
+    assert sorted(means) == sorted(ref.means)
+    tol = 1e-10 if dtype == "float64" else 1e-3
+    assert _max_rel(bold, ref.bold) < tol
+    for k in means:
+        assert _max_rel(means[k], ref.means[k]) < tol, k
+    for a, b in zip(sim.state.neural, ref_sim.state.neural):
+        assert _max_rel(a, b) < tol
+    if ref_sim.settings.hemodynamics == "balloon":
+        for a, b in zip(sim.state.hemo, ref_sim.state.hemo):
+            assert _max_rel(a, b) < tol
+
+
+class _ThreeOU(Model):
+    """Three Ornstein-Uhlenbeck processes, the first coupled and clipped to [-0.05, 0.05]: three noise
+    variables, so two Box-Muller pairs per region and step."""
+
+    name = "three-ou"
+    state_variables = (StateVariable("x", 0.0, (-0.05, 0.05)), StateVariable("y", 0.0), StateVariable("z", 0.0))
+    coupled_variables = (0,)
+    noise_variables = (0, 1, 2)
+    default_hemodynamics = "none"
+    summary_observables = ("xy",)
+    scalar_observables = ("xy",)
+    parameters = (Parameter("G", 0.5, "1", (0, 1), "coupling", regional=False),
+                  Parameter("sigma", 0.1, "1", (0, 1), "noise"), Parameter("tau", 0.1, "s", (0.01, 1), "decay"))
+
+    @staticmethod
+    def scalar_drift(x, y, z, c, G, sigma, tau, one):
+        return -x / tau + G * c, -y / tau, (x - z) / tau, x * y
+
+
+@needs_cxx
+def test_two_noise_pairs_and_clipping_match_numpy(sc2):
+    st = HOPF.replace(dt=1e-3, bold_dt=1e-3, duration=2.0, burn_in=0.1)
+    params = dict(G=np.linspace(0.1, 0.5, B), tau=np.linspace(0.05, 0.2, B))
+    ref = Simulation(_ThreeOU(), sc2, params, st, subject_index=SUBJ)
+    r = ref.run()
+    sim = Simulation(_ThreeOU(), sc2, params, st, subject_index=SUBJ)
+    bold, _, means = _host(sim)
+    assert np.abs(r.bold).max() == 0.05  # the clip binds
+    assert _max_rel(bold, r.bold) < 1e-10
+    for k in means:
+        assert _max_rel(means[k], r.means[k]) < 1e-10, k
+    for a, b in zip(sim.state.neural, ref.state.neural):
+        assert _max_rel(a, b) < 1e-10
+    # y and z draw the second variate of pair 0 and the first of pair 1: independent of x's
+    y, z = np.asarray(sim.state.neural[1]).ravel(), np.asarray(sim.state.neural[2]).ravel()
+    assert abs(np.corrcoef(y, z)[0, 1]) < 0.5
 
 
 @needs_cxx
@@ -191,6 +353,19 @@ def test_host_harness_is_batch_tiling_and_chunk_independent(sc2, params):
         np.testing.assert_array_equal(crn[b], crn[0])
 
 
+@needs_cxx
+def test_host_harness_tiling_is_bit_for_bit_with_two_coupled_variables(sc2):
+    """Hopf (two coupled variables in the shared buffers): K and padding lanes change nothing."""
+    make, params, st = OTHER_MODELS["hopf"]
+    s = st.replace(duration=2.0)
+    base, _, bm = _host(Simulation(make(), sc2, params, s, subject_index=SUBJ), lanes=1)
+    for kw in (dict(lanes=8), dict(lanes=2, steps_per_launch=45)):
+        bold, _, means = _host(Simulation(make(), sc2, params, s, subject_index=SUBJ), **kw)
+        np.testing.assert_array_equal(bold, base, err_msg=str(kw))
+        for k in means:
+            np.testing.assert_array_equal(means[k], bm[k], err_msg=str(kw))
+
+
 # -- device code: nvcc / NVRTC ------------------------------------------------------------------------
 
 def _ptxas_info(text):
@@ -199,30 +374,46 @@ def _ptxas_info(text):
     return regs, spills
 
 
+def _default_variant(model, dtype):
+    """(K, umask) of a batch at the model's defaults with its searched parameters varied."""
+    sim = Simulation(model, np.ones((N_REG, N_REG)) / N_REG, {}, SimulationSettings(duration=0.72, dt=1e-3),
+                     batch=2)
+    PAR = np.stack([sim.params_host[k] for k in model.kernel_parameters], axis=1)
+    umask = plan.uniform_mask(model, PAR)
+    return plan.choose_sims_per_block(model, dtype, umask), umask
+
+
 @needs_nvcc
-@pytest.mark.parametrize("dtype,k,umask", [("float32", 4, 0x3FFEE), ("float64", 2, 0x3FFEE), ("float32", 2, 0)])
-def test_nvcc_compiles_kernel_for_sm90(tmp_path, dtype, k, umask):
-    """sm_90 cubin of rww.cu (N = 80; umask 0x3FFEE: G and w_IE per element). Measured with CUDA
-    13.0: float32 K=4 166 registers, float64 K=2 162, float32 K=2 (all per element) 127; 0 spills."""
-    defines = plan.compile_defines(dtype, N_REG, k, umask)
-    cmd = [NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", *defines, "-I", plan.HERE,
-           os.path.join(plan.HERE, "rww.cu"), "-o", str(tmp_path / "rww.cubin")]
+@pytest.mark.parametrize("model", [get_model("rww"), get_model("hopf"), LaNMM()], ids=lambda m: m.name)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nvcc_compiles_kernel_for_sm90(tmp_path, model, dtype):
+    """sm_90 cubin of model.cu with the model's header (N = 80, the default variant). Measured with
+    CUDA 13.0: rWW float32 K=4 168 registers, float64 K=2 156; Hopf 128, 126; LaNMM (K=1) 127, 248;
+    0 spills."""
+    k, umask = _default_variant(model, dtype)
+    src = tmp_path / "model.cu"
+    src.write_text(plan.kernel_source(model))
+    cmd = [NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", *plan.compile_defines(dtype, N_REG, k, umask),
+           str(src), "-o", str(tmp_path / "model.cubin")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     regs, spills = _ptxas_info(proc.stderr)
-    print(f"\nsm_90 {dtype} N={N_REG} K={k} umask={umask:#x}: {regs[0]} registers, {spills[0]} bytes spill stores, "
-          f"{plan.smem_bytes(dtype, N_REG, k)} B shared per block of {plan.threads_per_block(N_REG)} threads")
+    print(f"\nsm_90 {model.name} {dtype} N={N_REG} K={k} umask={umask:#x}: {regs[0]} registers, {spills[0]} bytes "
+          f"spill stores, {plan.smem_bytes(model, dtype, N_REG, k)} B shared per block of "
+          f"{plan.threads_per_block(N_REG)} threads")
     assert regs and regs[0] <= 255 and spills == [0]
 
 
-def test_nvrtc_compiles_kernel_source():
+@pytest.mark.parametrize("model", [get_model("rww"), get_model("hopf"), LaNMM()], ids=lambda m: m.name)
+def test_nvrtc_compiles_kernel_source(model):
     """The exact source and options CuPy's RawModule gets, through NVRTC (needs CuPy's NVRTC, no device)."""
     compiler = pytest.importorskip("cupy.cuda.compiler", reason="CuPy not installed: NVRTC check skipped")
     from raybrain.cuda.launch import compile_options
+    k, umask = _default_variant(model, "float32")
     try:
-        prog = compiler._NVRTCProgram(plan.kernel_source(), "rww.cu", method="ptx")
-        prog.compile(compile_options("float32", N_REG, 4, 0x3FFEE) + ("-arch=compute_90",
-                                                                      "--device-as-default-execution-space"))
+        prog = compiler._NVRTCProgram(plan.kernel_source(model), "model.cu", method="ptx")
+        prog.compile(compile_options("float32", N_REG, k, umask) + ("-arch=compute_90",
+                                                                    "--device-as-default-execution-space"))
     except compiler.CompileException:
         raise
     except Exception as e:  # NVRTC library missing or private API moved
@@ -238,14 +429,13 @@ def test_launcher_imports_without_cupy():
 
 # -- the launcher's marshalling, against the kernel's signature, without a GPU ----------------------
 
-_C_TYPES = {"RB_REAL": None, "double": np.float64, "int": np.int32, "unsigned char": np.uint8,
-            "unsigned long long": np.uint64, "long long": np.int64}
+_C_TYPES = {"int": np.int32, "long long": np.int64}
 
 
 def _kernel_signature():
-    """[(C base type, is_pointer, name)] of ``rww_fused`` as declared in rww.cu."""
-    src = plan.read_source("rww.cu")
-    decl = src[src.index("rww_fused(") + len("rww_fused("):src.index(")\n{")]
+    """[(C base type, is_pointer, name)] of ``rb_fused`` as declared in model.cu."""
+    src = plan.read_source("model.cu")
+    decl = src[src.index("rb_fused(") + len("rb_fused("):src.index(")\n{")]
     out = []
     for p in decl.split(","):
         p = " ".join(p.replace("__restrict__", " ").replace("const", " ").split())
@@ -256,77 +446,94 @@ def _kernel_signature():
 
 
 class _FakeKernel:
-    """Stands in for CuPy's RawKernel: checks each launch against the kernel's C signature and the
-    compile-time configuration, then runs the host harness of that configuration."""
+    """Stands in for CuPy's RawKernel: checks each launch against the kernel's C signature, the
+    compile-time configuration and the argument struct's layout, then runs the host harness of that
+    configuration on the packed struct."""
 
-    def __init__(self, options):
+    def __init__(self, code, options):
         d = dict(o[2:].split("=", 1) for o in options if o.startswith("-D"))
         self.real = np.float32 if d["RB_REAL"] == "float" else np.float64
-        self.n, self.k, self.umask = int(d["RB_N"]), int(d["RB_K"]), int(d["RB_UMASK"].rstrip("u"))
+        self.n, self.k, self.umask = int(d["RB_N"]), int(d["RB_K"]), int(d["RB_UMASK"].rstrip("ul"))
+        self.model = _FakeCupy.models[code]
         self.max_dynamic_shared_size_bytes = 48 * 1024
         self.launches = []
 
     def __call__(self, grid, block, args, shared_mem=0):
         sig = _kernel_signature()
+        assert [s[0] for s in sig] == ["rb::Args<RB_REAL>", "long long", "long long", "int"]
         assert len(args) == len(sig)
-        for (ctype, ptr, name), a in zip(sig, args):
-            want = self.real if ctype == "RB_REAL" else _C_TYPES[ctype]
-            if ptr:
-                assert isinstance(a, np.ndarray) and a.dtype == want and a.flags.c_contiguous, name
-            else:
-                assert isinstance(a, np.generic) and a.dtype == want, (name, type(a))
+        (ctype, ptr, _), packed = sig[0], args[0]
+        assert ptr and isinstance(packed, np.ndarray) and packed.dtype == np.uint8 and packed.flags.c_contiguous
+        assert packed.nbytes == plan.args_dtype(self.real).itemsize
+        for (ctype, ptr, name), a in zip(sig[1:], args[1:]):
+            assert not ptr and isinstance(a, np.generic) and a.dtype == _C_TYPES[ctype], (name, type(a))
         assert block == (plan.threads_per_block(self.n),)
-        assert shared_mem == plan.smem_bytes(self.real, self.n, self.k) <= self.max_dynamic_shared_size_bytes
-        lib = host.build_host_library(self.n, self.k, self.umask)
-        cfg = np.zeros(5, np.int32)
-        lib.rb_host_config(cfg.ctypes.data)
+        smem = plan.smem_bytes(self.model, self.real, self.n, self.k)
+        assert shared_mem == smem <= self.max_dynamic_shared_size_bytes
+        lib = host.build_host_library(self.model, self.n, self.k, self.umask)
+        cfg = host.config(lib)
         assert shared_mem == cfg[3 if self.real == np.float32 else 4]  # rb::Smem<T, N, K>::BYTES
-        f = lib.rb_host_rww_f32 if self.real == np.float32 else lib.rb_host_rww_f64
-        c = [a.ctypes.data if isinstance(a, np.ndarray) else a.item() for a in args]
-        assert args[11].shape[0] == grid[0]  # one block per tile
-        assert f(*c[:14], grid[0], *c[14:]) == 0
-        self.launches.append(int(args[18]))
+        assert host.layout(lib, self.real)[0] == packed.nbytes
+        rec = packed.view(plan.args_dtype(self.real))[0]
+        assert rec["tile_subj"] != 0 and rec["B"] > 0
+        f = lib.rb_host_f32 if self.real == np.float32 else lib.rb_host_f64
+        assert f(packed.ctypes.data, grid[0], *(a.item() for a in args[1:])) == 0
+        self.launches.append(int(args[2]))
 
 
 class _FakeCupy:
     asarray = staticmethod(np.asarray)
     ascontiguousarray = staticmethod(np.ascontiguousarray)
+    models: dict = {}  # kernel source -> model
 
     class RawModule:
         def __init__(self, code, options):
-            assert code == plan.kernel_source() and '#include "rww_core.cuh"' not in code  # inlined
-            self.options = options
+            assert code in _FakeCupy.models and '#include "' not in code  # the core and the header inlined
+            self.code, self.options = code, options
 
         def get_function(self, name):
-            assert name == "rww_fused"
-            return _FakeKernel(self.options)
+            assert name == "rb_fused"
+            return _FakeKernel(self.code, self.options)
 
 
 @needs_cxx
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_launcher_marshalling_matches_kernel_signature(sc2, params, dtype, monkeypatch):
-    """run_rww_cuda with a stand-in for CuPy that checks every argument's C type against the
-    signature of rww_fused and runs the host harness: the same results as run_rww_host."""
+@pytest.mark.parametrize("case", ["rww", "lanmm"])
+def test_launcher_marshalling_matches_kernel_signature(sc2, params, dtype, case, monkeypatch):
+    """run_cuda with a stand-in for CuPy that checks every argument against the signature of
+    rb_fused and the packed struct against rb::Args, then runs the host harness: the same results as
+    run_host. prepare_kernel builds the variant run_cuda launches, for a call of zero steps too."""
     from raybrain.cuda import launch
     monkeypatch.setattr(launch, "_cupy", lambda: _FakeCupy)
     monkeypatch.setattr(launch, "_KERNELS", {})
     # a CuPy simulation holds its hemodynamic state in its own dtype, as the kernel does
     monkeypatch.setattr(Simulation, "hemo_dtype", property(lambda self: self.dtype))
-    s = SHORT.replace(dtype=dtype)
-    want, _, wm = _host(Simulation("rww", sc2, params, s, subject_index=SUBJ))
+    if case == "rww":
+        model, p, s = get_model("rww"), params, SHORT.replace(dtype=dtype)
+    else:
+        model, p, s = LaNMM(output="rate"), dict(G=np.linspace(2.0, 10.0, B)), LANMM.replace(
+            dtype=dtype, duration=0.072, tr=0.036)
+    _FakeCupy.models[plan.kernel_source(model)] = model
+    want, _, wm = _host(Simulation(model, sc2, p, s, subject_index=SUBJ))
+    n = s.n_steps(s.burn_in) + s.n_steps(s.duration)
     for kw in (dict(), dict(steps_per_launch=300, lanes=1)):
-        sim = Simulation("rww", sc2, params, s, subject_index=SUBJ)
-        n = s.n_steps(s.burn_in) + s.n_steps(s.duration)
-        bold, _ = run_chunk(sim, n, launch.run_rww_cuda, **kw)
+        sim = Simulation(model, sc2, p, s, subject_index=SUBJ)
+        kern0, smem0 = launch.prepare_kernel(sim._kernel_call(0, np)[0], lanes=kw.get("lanes"))
+        before = len(kern0.launches)  # preparing launches nothing
+        bold, _ = run_chunk(sim, n, launch.run_cuda, **kw)
         np.testing.assert_array_equal(bold, want)
         for k in wm:
             np.testing.assert_array_equal(sim.state.sums[k] / sim.state.n_summed, wm[k])
-    by_k = {key[2]: kern for key, (kern, _) in launch._KERNELS.items()}
-    assert sorted(by_k) == [1, plan.choose_sims_per_block(dtype, plan.uniform_mask(
-        np.stack([sim.params[k] for k in plan.RWW_PARAM_ORDER], axis=1)))]
-    assert by_k[1].launches == [300] * 5 + [140]  # split on hemodynamic-step boundaries (k_h = 2)
-    for kern in by_k.values():  # above 48 KiB (float64: 52,480 and 53,760 B) the kernel is opted in
-        smem = plan.smem_bytes(dtype, N_REG, kern.k)
+        # the prepared variant is the one launched
+        assert len(kern0.launches) - before == len(plan.launch_plan(0, n, s.steps_per_bold_step, 1, 0,
+                                                                    kw.get("steps_per_launch")))
+    by_k = {key[3]: kern for key, (kern, _) in launch._KERNELS.items()}
+    PAR = np.stack([sim.params_host[k] for k in model.kernel_parameters], axis=1)
+    assert sorted(by_k) == sorted({1, plan.choose_sims_per_block(model, dtype, plan.uniform_mask(model, PAR))})
+    if case == "rww":
+        assert by_k[1].launches == [300] * 5 + [140]  # split on hemodynamic-step boundaries (k_h = 2)
+    for kern in by_k.values():  # above 48 KiB (float64 rWW: 52,480 and 53,760 B) the kernel is opted in
+        smem = plan.smem_bytes(model, dtype, N_REG, kern.k)
         assert kern.max_dynamic_shared_size_bytes == (smem if smem > 48 * 1024 else 48 * 1024)
 
 
@@ -341,26 +548,36 @@ def _cupy_device():
         return None
 
 
+GPU_CASES = {"rww": (lambda: get_model("rww"), None, SHORT.replace(duration=14.4)),
+             "hopf": (*OTHER_MODELS["hopf"][:2], HOPF),
+             "lanmm": (*OTHER_MODELS["lanmm"][:2], LANMM),
+             "lanmm-balloon": OTHER_MODELS["lanmm-balloon"]}
+
+
 @pytest.mark.gpu
 @needs_cxx
 @pytest.mark.skipif(_cupy_device() is None, reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("case", sorted(GPU_CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_gpu_matches_host_harness(sc2, params, dtype):
-    from raybrain.cuda.launch import run_rww_cuda
+def test_gpu_matches_host_harness(sc2, params, case, dtype):
+    from raybrain.cuda.launch import run_cuda
     cp = _cupy_device()
-    s = SHORT.replace(dtype=dtype, duration=14.4)
-    hb, _, hm = _host(Simulation("rww", sc2, params, s, subject_index=SUBJ))
+    make, p, st = GPU_CASES[case]
+    p = params if p is None else p
+    s = st.replace(dtype=dtype)
+    hb, _, hm = _host(Simulation(make(), sc2, p, s, subject_index=SUBJ))
     res = {}
     for kw in (dict(), dict(steps_per_launch=1001)):
-        sim = Simulation("rww", sc2, params, s.replace(backend="cupy"), subject_index=SUBJ)
+        sim = Simulation(make(), sc2, p, s.replace(backend="cupy"), subject_index=SUBJ)
         end = s.n_steps(s.burn_in) + s.n_steps(s.duration)
-        bold, _ = run_chunk(sim, end, run_rww_cuda, xp=cp, **kw)
+        bold, _ = run_chunk(sim, end, run_cuda, xp=cp, **kw)
         res[str(kw)] = (cp.asnumpy(bold), {k: cp.asnumpy(v) / sim.state.n_summed for k, v in sim.state.sums.items()})
     (gb, gm), (gb2, gm2) = res.values()
     np.testing.assert_array_equal(gb2, gb)  # split launches: bit for bit
     tol = 1e-9 if dtype == "float64" else 1e-4
     assert _max_rel(gb, hb) < tol
     for k in hm:
-        assert _max_rel(gm[k], hm[k]) < (1e-9 if dtype == "float64" else 1e-5), k
-    for b in range(B):
-        assert _fc_r(gb[b], hb[b]) >= (1 - 1e-9 if dtype == "float64" else 0.999)
+        assert _max_rel(gm[k], hm[k]) < (1e-9 if dtype == "float64" else 1e-3), k
+    if gb.shape[1] > 2:
+        for b in range(B):
+            assert _fc_r(gb[b], hb[b]) >= (1 - 1e-9 if dtype == "float64" else 0.999)

@@ -44,8 +44,8 @@ def rww(subjects):
 def hopf(subjects):
     par = Global("hopf", names=("G", "sigma"), bounds_override={"G": (0.1, 1.0), "sigma": (0.01, 0.1)})
 
-    def make(k, noise="independent", dtype="float64", dt=0.08):
-        s = SimulationSettings(duration=21.6, dt=dt, burn_in=0.0, dtype=dtype, noise=noise)
+    def make(k, noise="independent", dtype="float64", dt=0.08):  # on the array path
+        s = SimulationSettings(duration=21.6, dt=dt, burn_in=0.0, dtype=dtype, noise=noise, fused="never")
         return Objective(subjects[k], "hopf", par, "pfic", s, window=10, step=2)
 
     return make
@@ -205,7 +205,7 @@ def test_evaluator_gathers_concurrent_callers_without_ray(hopf):
 EXPERIMENT = {
     "name": "evaluator", "storage": "results", "subjects": {"ids": SUBJECTS}, "model": {"name": "hopf"},
     "parametrisation": {"kind": "global", "names": ["G", "sigma"], "bounds": {"G": [0.1, 1.0], "sigma": [0.01, 0.1]}},
-    "loss": "fc_corr", "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}], "burn_in": 0.0,
+    "loss": "fc_corr", "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}], "burn_in": 0.0, "fused": "never",
                                       "noise": "independent", "dtype": "float64"},
     "optimizers": [{"name": "random", "population": 4}], "budget": {"evaluations": 8}}
 

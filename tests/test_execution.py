@@ -93,7 +93,8 @@ def test_run_into_a_folder_with_records_refuses_and_overwrite_moves_them_aside(r
 
 
 def test_resume_of_a_finished_experiment_has_nothing_to_do(ray_local, tmp_path, capsys, monkeypatch):
-    from raybrain.search import tune as T
+    import raybrain.tuning as T
+    from raybrain.tuning import driver
 
     d = experiment("done", tmp_path, POP_OPTS[:1], budget=2 * POPULATION, validation={"top": 0})
     root, errors = T.run_experiment(validate(d))
@@ -103,8 +104,9 @@ def test_resume_of_a_finished_experiment_has_nothing_to_do(ray_local, tmp_path, 
     def no(*a, **k):
         raise AssertionError("resume of a finished experiment started Ray or the experiment")
 
-    monkeypatch.setattr(T, "run_experiment", no)
-    monkeypatch.setattr(T, "_init_ray", no)
+    monkeypatch.setattr(T, "run_experiment", no)  # where the CLI looks it up
+    monkeypatch.setattr(driver, "run_experiment", no)
+    monkeypatch.setattr(driver, "_init_ray", no)
     assert main(["resume", str(root), "--quiet"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in Path(root).rglob("*")} == before
@@ -126,7 +128,7 @@ def test_interrupt_stops_saves_and_resume_equals_uninterrupted(ray_local, tmp_pa
     line with the evaluations recorded and the resume command, no table, no Tune advice or
     FileNotFoundError; ``raybrain resume`` then ends with exactly the records of an uninterrupted
     run (holdout included)."""
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     opts = POP_OPTS if mode == "population" else TRIAL_OPTS
     budget = 10 * POPULATION if mode == "population" else 10
@@ -170,7 +172,7 @@ def test_interrupt_stops_saves_and_resume_equals_uninterrupted(ray_local, tmp_pa
 
 SECOND_SIGNAL = """
 import os, signal, sys, time
-from raybrain.search.tune import _StopOnSignals
+from raybrain.tuning.driver import _StopOnSignals
 stop = _StopOnSignals()
 with stop:
     os.kill(os.getpid(), signal.SIGINT)
@@ -201,7 +203,7 @@ def test_a_second_sigint_exits_at_once(when):
 
 # ------------------------------------------------------------------ small Tune state
 def test_tune_state_holds_no_config_copy_and_one_checkpoint_per_trial(ray_local, tmp_path):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     d = experiment("small", tmp_path, POP_OPTS[:1] + TRIAL_OPTS[:1], budget=6 * POPULATION, validation={"top": TOP})
     d["subjects"]["ids"] = [SUBJECT]
@@ -227,7 +229,7 @@ def test_per_run_searchers_are_independent_of_interleaving():
     each run stops at its budget and the whole at FINISHED."""
     from ray.tune.search import ConcurrencyLimiter, Searcher
 
-    from raybrain.search._tune_searchers import INDEX, Numbered, PerRun, SeededRandom
+    from raybrain.tuning.searchers import INDEX, Numbered, PerRun, SeededRandom
 
     space = {"G": (0.1, 1.0), "sigma": (0.01, 0.1)}
 
@@ -262,7 +264,7 @@ def test_per_run_searchers_are_independent_of_interleaving():
 
 
 def test_trial_mode_runs_run_side_by_side_in_one_tune_experiment(ray_local, tmp_path):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     d = experiment("side", tmp_path, TRIAL_OPTS[1:], budget=6, seeds=[0, 1], validation={"top": 0})
     root, errors = run_experiment(validate(d))
@@ -280,7 +282,7 @@ def test_trial_mode_runs_run_side_by_side_in_one_tune_experiment(ray_local, tmp_
 
 # ------------------------------------------------------------------ sharding
 def test_three_shards_one_killed_and_resumed_merge_into_the_unsharded_records(ray_local, tmp_path):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     kw = dict(budget=8 * POPULATION, seeds=[0, 1, 2], validation={"top": TOP})
     full_root, errors = run_experiment(validate(experiment("sharded", tmp_path / "full", POP_OPTS, **kw)))

@@ -175,10 +175,10 @@ SPECTRAL = {
 
 @pytest.mark.parametrize("config", [BASE, SPECTRAL], ids=["pfic", "spectral+fc"])
 def test_an_experiments_schema_holds_its_objectives_records(tmp_path, config):
-    """The schema ``raybrain run`` declares (search.tune.results_schema) holds every field the
+    """The schema ``raybrain run`` declares (raybrain.tuning.results_schema) holds every field the
     experiment's objective puts in a record, so no write is refused and nothing is lost."""
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import results_schema
+    from raybrain.tuning import results_schema
 
     cfg = ExperimentConfig.model_validate(copy.deepcopy(config))
     schema = results_schema(cfg)
@@ -205,7 +205,7 @@ def test_an_experiments_schema_holds_its_objectives_records(tmp_path, config):
 
 def test_regional_schema_has_one_parameter_per_region():
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import results_schema
+    from raybrain.tuning import results_schema
 
     cfg = ExperimentConfig.model_validate({**copy.deepcopy(BASE), "parametrisation": {"kind": "regional"}})
     schema = results_schema(cfg)

@@ -24,7 +24,7 @@ from raybrain.search import Optimizer, SettingError, family, get_optimizer, vali
 pytest.importorskip("ray.tune")
 from ray import tune  # noqa: E402
 
-from raybrain.search.tune import tune_searcher  # noqa: E402
+from raybrain.tuning import tune_searcher  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAR = types.SimpleNamespace(names=["G", "sigma"], bounds=np.array([[0.1, 1.0], [0.01, 0.1]]))
@@ -57,7 +57,8 @@ def config(optimizers, **over):
     d = {"name": "fam", "storage": "unused", "subjects": {"ids": ["hcp/101309"]}, "model": {"name": "hopf"},
          "parametrisation": {"kind": "global", "names": PAR.names,
                              "bounds": {n: list(b) for n, b in zip(PAR.names, PAR.bounds.tolist())}},
-         "loss": "fc_corr", "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}], "burn_in": 0.0},
+         "loss": "fc_corr", "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}], "burn_in": 0.0,
+                                           "fused": "never"},  # the families under test
          "optimizers": optimizers, "budget": {"evaluations": 8}}
     d.update(over)
     return ExperimentConfig.model_validate(d, context={"base_dir": str(REPO)})
@@ -323,7 +324,7 @@ def test_the_example_module_is_found_from_the_working_directory_without_pythonpa
 @pytest.mark.slow
 def test_the_custom_optimizer_example_runs_in_both_modes(ray_local, tmp_path, monkeypatch):
     from raybrain import results as R
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     monkeypatch.chdir(REPO)  # the example's module is found from the repository root
     d = yaml.safe_load((REPO / "experiments" / "custom-optimizer.yaml").read_text())

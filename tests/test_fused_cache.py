@@ -2,8 +2,8 @@
 
 A kernel variant built with a cache directory is written there (its generated module and numba's
 index and data files); a fresh process loads it from there instead of compiling it, and the
-loaded kernel gives bit for bit the results of the kernel compiled in-process from the closure,
-as without a cache (float32 with fast maths: numba's plain ``cache=True`` would not). Two
+loaded kernel gives bit for bit the results of the kernel compiled in-process from the same
+generated source, as without a cache (float32 with fast maths: numba's plain ``cache=True`` would not). Two
 compilations of one float32 tiled variant, ~30 s.
 """
 from __future__ import annotations
@@ -23,35 +23,36 @@ from raybrain import _kernel_cache as kc, fused
 PROBLEM = r'''
 import numpy as np
 from raybrain import _kernel_cache as kc, fused
+from raybrain.kernel_call import KernelCall
+from raybrain.models import get_model
 
 def run_problem(lanes=8):
     """A small tiled float32 run: 10 elements on 2 connectomes (two tiles of 8 lanes with padding),
     G and sigma per element, the rest batch-wide; 120 steps, BOLD every 10 hemodynamic steps."""
     ft = np.float32
     B, N = 10, 16
+    model = get_model("rww")
     r = np.random.default_rng(0)
-    SE = r.uniform(0.1, 0.3, (B, N)).astype(ft)
-    SI = r.uniform(0.05, 0.1, (B, N)).astype(ft)
-    hs, acc = np.zeros((B, N), ft), np.zeros((B, N), ft)
-    hf, hv, hq = (np.ones((B, N), ft) for _ in range(3))
-    sums = [np.zeros((B, N)) for _ in range(3)]
+    X = np.stack([r.uniform(0.1, 0.3, (B, N)), r.uniform(0.05, 0.1, (B, N))]).astype(ft)
+    H = np.stack([np.zeros((B, N)), np.ones((B, N)), np.ones((B, N)), np.ones((B, N))])
+    acc = np.zeros((B, N), ft)
+    sums = np.zeros((3, B, N))
     CS = r.uniform(0, 0.05, (2, N, N)).astype(ft)
     subj = np.repeat(np.arange(2), B // 2)
-    base = dict(G=1.5, sigma=0.005, w_EE=1.4, w_EI=1.0, w_IE=1.0, I0=0.382, J_NMDA=0.15, W_E=1.0,
-                W_I=0.7, a_E=310., b_E=125., d_E=0.16, a_I=615., b_I=177., d_I=0.087, tau_E=0.1,
-                tau_I=0.01, gamma=0.641)
-    PAR = np.empty((B, len(fused.RWW_PARAM_ORDER), N), ft)
-    for q, k in enumerate(fused.RWW_PARAM_ORDER):
+    base = model.params(G=1.5)
+    PAR = np.empty((B, len(model.kernel_parameters), N), ft)
+    for q, k in enumerate(model.kernel_parameters):
         PAR[:, q, :] = base[k]
     PAR[:, 0, :] = np.linspace(0.5, 2.5, B)[:, None]
     PAR[:, 1, :] = np.linspace(0.003, 0.01, B)[:, None]
     keys = np.arange(B, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(7)
     coef = tuple(ft(x) for x in (0.65, 0.41, 1 / 0.98, 1 / 0.32, 0.66, 1 / 0.34, 0.02, 2.38, 2.0, 0.48, 1.0))
     bold = np.zeros((B, 6, N), ft)
-    fused.run_rww(SE, SI, hs, hf, hv, hq, acc, *sums, CS, subj, PAR, keys, 0, 120, ft(5e-4), 2, ft(0.5),
-                  ft(1e-3), 10, 0, coef, True, bold, lanes=lanes)
-    return dict(SE=SE, SI=SI, hs=hs, hf=hf, hv=hv, hq=hq, sum_rE=sums[0], sum_SE=sums[1], sum_SI=sums[2],
-                bold=bold)
+    call = KernelCall(model, X, H, acc, sums, CS, subj, PAR, keys, step0=0, n_steps=120, dt=ft(5e-4), k_h=2,
+                      inv_kh=ft(0.5), dt_h=ft(1e-3), k_tr=10, m_burn=0, coef=coef, bold_on=True, bold_out=bold)
+    fused.run(call, lanes=lanes)
+    return dict(SE=X[0], SI=X[1], hs=H[0], hf=H[1], hv=H[2], hq=H[3], sum_SE=sums[0], sum_SI=sums[1],
+                sum_rE=sums[2], bold=bold)
 
 def only_kernel():
     (k,) = fused._KERNELS.values()
@@ -108,12 +109,15 @@ def test_cache_dir_settings(monkeypatch, tmp_path):
 
 
 def test_generated_module_is_deterministic_and_keyed_by_sources():
-    args = dict(BT=8, R=8, phi=fused.phi32, exp=fused.exp32, log=fused.log32, halves=fused._halves32,
-                box_muller=fused._box_muller32, fastmath=True, uniform=(True, False) * 9)
-    src = kc.kernel_module_source(fused._make_tiled_rww_kernel, args)
-    assert src == kc.kernel_module_source(fused._make_tiled_rww_kernel, dict(args))
-    assert "BT = 8\n" in src and "fastmath = True\n" in src and "from raybrain.fused import phi32 as phi" in src
-    assert "uniform = (True, False, True," in src and "\ndef kernel(" in src
+    from raybrain.models import get_model
+
+    model = get_model("rww")
+    uniform = (True, False) * 9
+    src = fused.kernel_source(model, "float32", 8, uniform, n_regions=16)
+    assert src == fused.kernel_source(get_model("rww", fic=False), "float32", 8, list(uniform), n_regions=16)
+    assert "BT = 8\n" in src and "N = 16 " not in src and "from raybrain.models.rww import rww_drift as _drift" in src
+    assert "fastmath={'contract', 'ninf', 'nnan', 'nsz'}" in src and "\ndef kernel(" in src
+    assert "s0 = PS[0]" in src and "s1 = PS[1]" not in src  # uniform parameters hoisted, the others read
     compile(src, "<generated>", "exec")
     h = kc.source_hash()
     assert len(h) == 16 and kc.cached_kernel_path("x", "/d") == f"/d/x_{h}.py"
@@ -127,7 +131,7 @@ def test_kernel_cached_on_disk_and_loaded_by_a_fresh_process(monkeypatch, tmp_pa
     cached = run_problem()
     k = only_kernel()
     assert (k.stats.cache_hits.total(), k.stats.cache_misses.total()) == (0, 1)
-    (gen,) = glob.glob(str(tmp_path / f"rww_tiled_float32_l8_u{'0' * 5}{'1' * 13}_{kc.source_hash()}.py"))
+    (gen,) = glob.glob(str(tmp_path / f"rww_s2_b0_tiled_float32_l8_u{'0' * 5}{'1' * 13}_{kc.source_hash()}.py"))
     assert k.py_func.__code__.co_filename == gen
     stem = os.path.basename(gen)[:-3]
     index_dir = k.stats.cache_path  # tmp_path/__pycache__, unless NUMBA_CACHE_DIR is set
@@ -154,11 +158,11 @@ def test_kernel_cached_on_disk_and_loaded_by_a_fresh_process(monkeypatch, tmp_pa
     with np.load(tmp_path / "fresh.npz") as f:
         fresh = dict(f)
 
-    # 3. without a cache: the closure compiled in-process, as before
+    # 3. without a cache: the same source compiled in-process, as an in-memory module
     monkeypatch.setattr(kc, "CACHE_DIR", "")
     monkeypatch.setattr(fused, "_KERNELS", {})
     closure = run_problem()
-    assert only_kernel().py_func.__qualname__ == "_make_tiled_rww_kernel.<locals>.kernel"
+    assert only_kernel().py_func.__code__.co_filename.startswith("<raybrain kernel rww_s2_b0_tiled_float32_l8")
 
     _assert_identical(cached, closure)
     _assert_identical(fresh, closure)
@@ -168,6 +172,9 @@ def test_kernel_cached_on_disk_and_loaded_by_a_fresh_process(monkeypatch, tmp_pa
 def test_unwritable_cache_falls_back_to_in_process(monkeypatch, tmp_path, fresh_kernels):
     monkeypatch.setattr(kc, "CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(kc, "_write_atomic", lambda *a: (_ for _ in ()).throw(PermissionError("ro")))
+    from raybrain.models import get_model
+
     with pytest.warns(RuntimeWarning, match="compiling in-process"):
-        k = fused.rww_kernel("float64")
-    assert k.py_func.__qualname__ == "_make_rww_kernel.<locals>.kernel"  # not compiled: lazy
+        k = fused.get_kernel(get_model("rww"), "float64", 0)
+    assert k.py_func.__code__.co_filename == "<raybrain kernel rww_s2_b0_single_float64>"
+    assert not k.overloads  # not compiled: lazy

@@ -163,7 +163,8 @@ def _tiny(**over):
          "parametrisation": {"kind": "global", "names": ["G", "sigma"],
                              "bounds": {"G": [0.1, 1.0], "sigma": [0.01, 0.1]}},
          "loss": "fc_corr",
-         "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}, {"duration": 43.2, "dt": 0.08}],
+         "simulation": {"fused": "never",  # placement under test: no kernel to compile
+                        "fidelities": [{"duration": 21.6, "dt": 0.08}, {"duration": 43.2, "dt": 0.08}],
                         "burn_in": 0.0, "noise": "common", "backend": "auto"},
          "optimizers": [{"name": "cmaes", "population": POP}, {"name": "random", "population": POP}],
          "budget": {"evaluations": BUDGET}, "seeds": [1],
@@ -266,7 +267,7 @@ from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import raybrain.evaluator as E
 from raybrain.experiment import ExperimentConfig
-from raybrain.search.tune import run_experiment
+from raybrain.tuning import run_experiment
 
 cfg = ExperimentConfig.model_validate(json.loads(sys.argv[1]))
 out, fake, deadline = Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])

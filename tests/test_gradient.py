@@ -1,6 +1,6 @@
-"""Gradient-based fitting (raybrain.gradient, raybrain.search.gradient): the JAX simulation equals
-the NumPy reference path, jax.grad matches finite differences, and a synthetic G is recovered.
-Skipped without the optional ``jax`` extra."""
+"""Gradient-based fitting (raybrain.jax_backend, raybrain.losses.differentiable, raybrain.search.gradient):
+the JAX simulation equals the NumPy reference path, jax.grad matches finite differences, and a
+synthetic G is recovered. Skipped without the optional ``jax`` extra."""
 import time
 
 import numpy as np
@@ -12,13 +12,14 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 from raybrain import data  # noqa: E402
-from raybrain.gradient import JaxSimulator, adam_fit, fc_loss, fc_matrix, vector_loss  # noqa: E402
 from raybrain.integrate import Simulation, SimulationSettings  # noqa: E402
+from raybrain.jax_backend import JaxSimulator  # noqa: E402
+from raybrain.losses.differentiable import fc_loss, fc_matrix, vector_loss  # noqa: E402
 from raybrain.models import get_model  # noqa: E402
 from raybrain.models.rww import fic_w_IE  # noqa: E402
 from raybrain.objective import scale_sc  # noqa: E402
 from raybrain.search import get_optimizer  # noqa: E402
-from raybrain.search.gradient import GradientDescent, refine  # noqa: E402
+from raybrain.search.gradient import GradientDescent, adam_fit, refine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_soft_ks_tends_to_exact_ks_and_has_a_gradient():
     (raybrain.features.ks_distance, = scipy's ks_2samp); at h > 0 it has a nonzero gradient where
     the exact statistic's is zero almost everywhere."""
     from raybrain import features as F
-    from raybrain.gradient import soft_ks
+    from raybrain.losses.differentiable import soft_ks
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3, 40)) * 0.3, rng.standard_normal(55) * 0.3 + 0.1
@@ -197,7 +198,7 @@ def test_soft_ks_tends_to_exact_ks_and_has_a_gradient():
 
 def test_fcd_distribution_matches_numpy_features():
     from raybrain import features as F
-    from raybrain.gradient import fcd_distribution
+    from raybrain.losses.differentiable import fcd_distribution
 
     bold = np.random.default_rng(2).standard_normal((2, 61, 6))
     got = np.sort(np.asarray(fcd_distribution(jnp.asarray(bold), 20, 3)), axis=-1)
@@ -230,7 +231,7 @@ def _gcfg(tmp, optimizers=None, *, names=("G",), par=None, budget=6, loss="pfic"
 def test_objective_loss_equals_the_objectives_pfic_loss(tmp_path):
     """Known answer: with the objective's own noise stream, one repeat and h -> 0, the differentiable
     stand-in is the objective's pfic loss ((1 - r) + |Δ mean FC| + exact KS) of the same candidate."""
-    from raybrain.gradient import ObjectiveLoss
+    from raybrain.losses.differentiable import ObjectiveLoss
 
     cfg = _gcfg(tmp_path, names=("G", "sigma"), dtype="float64")
     obj = cfg.build_objective(SYN)
@@ -250,7 +251,7 @@ def test_objective_loss_equals_the_objectives_pfic_loss(tmp_path):
 def test_objective_loss_gradient_regional_and_maps(tmp_path, kind):
     """Regional (N values) and maps parametrisations: vector_params on NumPy equals to_model_params,
     and the JAX gradient agrees with a central difference along a random direction."""
-    from raybrain.gradient import ObjectiveLoss
+    from raybrain.losses.differentiable import ObjectiveLoss
 
     par = ({"kind": "regional", "parameter": "a", "globals": ["G"], "bounds": {"a": [-0.2, 0.2], "G": [0.1, 1.0]}}
            if kind == "regional" else
@@ -370,7 +371,7 @@ def test_gradient_family_end_to_end_on_tune(ray_local, tmp_path):
     objective in; the gradient run moves from G = 0.15 toward the truth and its loss goes down."""
     from raybrain import results as R
     from raybrain.search.random import RandomSearch
-    from raybrain.search.tune import noise_seed, run_experiment
+    from raybrain.tuning import noise_seed, run_experiment
 
     opts = [{"name": "gradient", "population": 1, "settings": GRAD_SETTINGS},
             {"name": "gradient", "label": "grad-explore", "settings": EXPLORE_SETTINGS}]

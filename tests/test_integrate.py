@@ -11,6 +11,7 @@ import pytest
 
 from raybrain.data import list_subjects, load_subject
 from raybrain.integrate import SimState, Simulation, SimulationSettings, simulate
+from raybrain.models.hopf import Hopf, hopf_drift
 
 N_REG = 80
 
@@ -298,12 +299,21 @@ def test_bad_simulation_inputs(sc):
         Simulation("rww", sc, dict(sigma=np.inf), s)
     with pytest.raises(ValueError, match="streams"):
         Simulation("rww", sc, dict(G=np.ones(3)), s, streams=[0, 1])
-    with pytest.raises(ValueError, match="fused='always'"):
-        Simulation("hopf", sc, {}, s.replace(fused="always"))
+    with pytest.raises(ValueError, match="fused='always'"):  # a model with array drift only
+        Simulation(_ArrayOnlyHopf(), sc, {}, s.replace(fused="always"))
     with pytest.raises(ValueError, match="unknown model 'rwv'"):
         Simulation("rwv", sc, {}, s)
     with pytest.raises(ValueError, match="duration"):
         Simulation("rww", sc, {}, s).run(-1.0)
+
+
+class _ArrayOnlyHopf(Hopf):
+    """Hopf declared over arrays only (no scalar drift): no fused path."""
+
+    scalar_drift = None
+
+    def drift_and_observables(self, state, p, coupling):
+        return hopf_drift(*state, *coupling, *(p[k] for k in self.kernel_parameters), 1.0), {}
 
 
 def test_batch_disagreement_names_the_parameters(sc):

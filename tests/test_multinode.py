@@ -35,7 +35,7 @@ import ray
 from ray.cluster_utils import Cluster
 from raybrain import results as R
 from raybrain.experiment import ExperimentConfig
-from raybrain.search.tune import run_experiment
+from raybrain.tuning import run_experiment
 
 cfg = ExperimentConfig.model_validate(json.loads(sys.argv[1]))
 out = Path(sys.argv[2])
@@ -95,7 +95,8 @@ def experiment(storage):
          "parametrisation": {"kind": "global", "names": ["G", "sigma"],
                              "bounds": {"G": [0.1, 1.0], "sigma": [0.01, 0.1]}},
          "loss": "fc_corr",
-         "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.02}, {"duration": 43.2, "dt": 0.02}],
+         "simulation": {"fused": "never",  # the run layer under test: no kernel to compile
+                        "fidelities": [{"duration": 21.6, "dt": 0.02}, {"duration": 43.2, "dt": 0.02}],
                         "burn_in": 0.0, "noise": "independent"},
          "optimizers": [{"name": "cmaes", "population": POP}, {"name": "random", "population": POP},
                         {"name": "cmaes", "label": "t-cmaes", "mode": "trial", "population": 2}],

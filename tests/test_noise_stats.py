@@ -232,7 +232,7 @@ def test_validation_config_defaults_and_errors_name_the_key():
 
 def test_profile_points_are_clipped_steps_of_the_range():
     from raybrain.experiment import ProfileConfig
-    from raybrain.search.tune import profile_points
+    from raybrain.tuning import profile_points
 
     pts, which, steps = profile_points([2.46, 0.005], [(0.0, 2.5), (0.0005, 0.01)], ProfileConfig())
     assert steps == [0, -2, -1, 1, 2, -2, -1, 1, 2] and which == [None] + [0] * 4 + [1] * 4

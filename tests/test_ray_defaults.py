@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = """
 import json, os, shutil, subprocess
 os.environ.pop("RAY_ADDRESS", None)
-from raybrain.search.tune import _init_ray
+from raybrain.tuning.driver import _init_ray
 _init_ray(1)
 import ray
 from ray._private.authentication.authentication_utils import is_token_auth_enabled

@@ -48,14 +48,15 @@ def config(storage):
          "subjects": {"ids": SUBJECTS, "synthetic": [{"name": "synth", "from_subject": SUBJECTS[0], "params": TRUTH}]},
          "parametrisation": {"kind": "global", "names": ["G", "sigma"], "bounds": BOUNDS},
          "loss": "pfic",
-         "simulation": {"fidelities": FIDELITIES, "burn_in": 1.44, "noise": "common", "window": 20, "step": 2},
+         "simulation": {"fidelities": FIDELITIES, "burn_in": 1.44, "noise": "common", "window": 20, "step": 2,
+                        "fused": "never"},  # the report under test: no kernel to compile
          "optimizers": OPTIMIZERS, "budget": {"evaluations": 8}, "seeds": 2, "validation": {"top": 1}}
     return ExperimentConfig.model_validate(d, context={"base_dir": str(REPO)})
 
 
 @pytest.fixture(scope="module")
 def study(ray_local, tmp_path_factory):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     cfg = config(tmp_path_factory.mktemp("report"))
     root, errors = run_experiment(cfg)

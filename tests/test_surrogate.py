@@ -362,7 +362,7 @@ def _write_training_results(root):
 def test_relative_train_path_is_read_under_tune(ray_local, tmp_path, monkeypatch):
     from raybrain import results
     from raybrain.experiment import ExperimentConfig
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     _write_training_results(tmp_path / "prior" / "syn")
     monkeypatch.chdir(tmp_path)
@@ -371,7 +371,7 @@ def test_relative_train_path_is_read_under_tune(ray_local, tmp_path, monkeypatch
         "parametrisation": {"kind": "global", "names": ["G", "sigma"],
                             "bounds": {"G": HOPF_BOUNDS[0].tolist(), "sigma": HOPF_BOUNDS[1].tolist()}},
         "loss": "fc_corr", "simulation": {"fidelities": [{"duration": 21.6, "dt": 0.08}], "burn_in": 0.0,
-                                          "noise": "common"},
+                                          "fused": "never", "noise": "common"},
         "optimizers": [{"name": "surrogate-cmaes", "population": 4,
                         "settings": {"train": "prior/syn", "generations": 30, "ensemble": 1, "refit": 0}}],
         "budget": {"evaluations": 4}, "validation": {"top": 0}})

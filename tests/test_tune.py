@@ -53,7 +53,8 @@ def experiment(name, storage, optimizers, budget=BUDGET, fidelities=FIDELITIES, 
          "parametrisation": {"kind": "global", "names": ["G", "sigma"], "bounds": BOUNDS},
          "loss": "fc_corr",
          # common noise: a candidate's loss depends on its parameters only, whatever its trial id
-         "simulation": {"fidelities": fidelities, "burn_in": 0.0, "noise": "common"},
+         "simulation": {"fidelities": fidelities, "burn_in": 0.0, "noise": "common",
+                        "fused": "never"},  # the run layer under test: no kernel to compile
          "optimizers": optimizers, "budget": {"evaluations": budget}}
     d.update(over)
     return d
@@ -84,7 +85,7 @@ def assert_inside_bounds(rows):
 # ------------------------------------------------------------------------- one study, both modes
 @pytest.fixture(scope="module")
 def study(ray_local, tmp_path_factory):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     opts = [{"name": f, "population": POPULATION} for f in FAMILIES]  # grid: the budget sets its size
     opts += [{"name": "cmaes", "label": "cmaes-sh", "population": POPULATION, "successive_halving": True}]
@@ -221,7 +222,7 @@ def test_holdout_repeats_give_standard_errors_and_the_winner_is_profiled(study):
     range each side (clipped to the bounds), the others at the fit, and the recorded losses are
     those of re-simulating the same points with the profile's seed."""
     from raybrain.experiment import objective_from_json as _objective
-    from raybrain.search.tune import holdout_seed
+    from raybrain.tuning import holdout_seed
 
     cfg, root, errors, res = study
     df = res.evaluations
@@ -294,7 +295,7 @@ def protocol_experiment(storage):
 
 @pytest.fixture(scope="module")
 def protocol(ray_local, tmp_path_factory):
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     roots = [run_experiment(protocol_experiment(tmp_path_factory.mktemp(f"protocol{k}")))[0] for k in range(2)]
     return [R.load(r) for r in roots]
@@ -347,7 +348,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(ray_local, tmp_path):
     recorded and Tune has snapshotted the experiment; ``raybrain resume`` then finishes it. The
     evaluations equal those of an uninterrupted run exactly (population mode is deterministic
     given the seed: noise seeds per generation, optimizer state in the checkpoints)."""
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     fid = [FIDELITIES[1]]
     full_root, errors = run_experiment(validate(experiment("resume", tmp_path / "full", RESUME_OPTS,
@@ -490,7 +491,7 @@ def test_population_runs_through_the_coalescing_evaluator_give_the_same_records(
     """``resources.evaluator: on``: population runs and the held-out stage send their generations to
     the node's evaluator actor, which batches concurrent runs into one launch; the records equal
     those of the same experiment evaluated in the trials themselves."""
-    from raybrain.search.tune import run_experiment
+    from raybrain.tuning import run_experiment
 
     opts = [{"name": "cmaes", "population": POPULATION}, {"name": "random", "population": POPULATION}]
     frames = []
@@ -523,7 +524,7 @@ def _lost_errors():
 
 
 def test_node_loss_is_told_apart_from_the_trials_own_errors():
-    from raybrain.search.tune import _lost_with_node
+    from raybrain.tuning.driver import _lost_with_node
 
     lost, own = _lost_errors()
     assert [_lost_with_node(e) for e in lost] == [True] * len(lost)
@@ -546,7 +547,7 @@ class _Tuner:
 
 @pytest.mark.parametrize("case", ["lost-then-done", "own-error", "always-lost"])
 def test_trials_lost_with_their_node_are_resumed_and_own_errors_are_not(case):
-    from raybrain.search import tune as T
+    from raybrain.tuning import driver as T
 
     lost, own = _lost_errors()
     grids = {"lost-then-done": [[_Result(), _Result(lost[0])], [_Result(), _Result()]],

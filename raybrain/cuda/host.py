@@ -1,15 +1,16 @@
-"""The CPU harness of the CUDA kernel: the kernel's own code run serially, for CI.
+"""The CPU harness of a model's CUDA kernel: the kernel's own code run serially, for CI.
 
-:func:`run_rww_host` takes exactly the arguments of :func:`raybrain.fused.run_rww` (NumPy arrays,
-updated in place) and runs ``rww_host.cpp``: the per-step maths and the per-thread program of
-``rww_core.cuh`` -- the code the CUDA kernel runs -- compiled for the host, with the kernel's
-schedule emulated (every thread of a block, one after the other, between the barriers). The
-tiling, the uniform-parameter mask and the launch plan come from :mod:`raybrain.cuda.plan`, as
-for the GPU launcher.
+:func:`run_host` takes a :class:`~raybrain.kernel_call.KernelCall` of NumPy arrays (updated in
+place, as :func:`raybrain.cuda.launch.run_cuda` updates CuPy arrays) and runs ``model_host.cpp``:
+the per-step maths and the per-thread program of ``model_core.cuh`` with the model's generated
+header (:mod:`raybrain.cuda.codegen`) -- the code the CUDA kernel runs -- compiled for the host,
+with the kernel's schedule emulated (every thread of a block, one after the other, between the
+barriers). The tiling, the uniform-parameter mask, the launch plan and the packed argument struct
+come from :mod:`raybrain.cuda.plan`, as for the GPU launcher.
 
-The shared library is compiled on first use per (N, K, uniform mask) with ``$CXX``, ``g++``,
-``c++`` or ``clang++`` (``-O2 -ffp-contract=off``; else ``nvcc -x cu`` for the host) into
-``$RAYBRAIN_CACHE_DIR/cuda-host`` (default ``~/.cache/raybrain/kernels/cuda-host``, or a
+The shared library is compiled on first use per (model declaration, N, K, uniform mask) with
+``$CXX``, ``g++``, ``c++`` or ``clang++`` (``-O2 -ffp-contract=off``; else ``nvcc -x cu`` for the
+host) into ``$RAYBRAIN_CACHE_DIR/cuda-host`` (default ``~/.cache/raybrain/kernels/cuda-host``, or a
 temporary directory when that is off or not writable); file names carry a hash of the sources
 and flags, files are written atomically. Slow (one core, no SIMD across regions): meant for tests.
 """
@@ -28,6 +29,7 @@ from . import plan
 
 _LIBS: dict = {}
 _CFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+N_CONFIG = 9  # rb_host_config: N, K, UMASK, shared bytes (float32, float64), S, C, P, O
 
 
 def host_compiler() -> list[str] | None:
@@ -59,48 +61,82 @@ def _cache_dir() -> str:
     return tempfile.mkdtemp(prefix="raybrain-cuda-host-")
 
 
-def build_host_library(n: int, k: int, umask: int) -> ctypes.CDLL:
-    """The compiled harness for ``n`` regions, ``k`` simulations per block and uniform mask
-    ``umask`` (both precisions in one library); RuntimeError when no compiler is found or it fails."""
-    key = (int(n), int(k), int(umask))
+def build_host_library(model, n: int, k: int, umask: int) -> ctypes.CDLL:
+    """The compiled harness of ``model`` for ``n`` regions, ``k`` simulations per block and uniform
+    mask ``umask`` (both precisions in one library); RuntimeError when no compiler is found or it
+    fails, or when the library's configuration or argument layout is not the planned one."""
+    key = (plan.source_hash(model), int(n), int(k), int(umask))
     if key in _LIBS:
         return _LIBS[key]
     cmd = host_compiler()
     if cmd is None:
         raise RuntimeError("no C++ compiler (g++/c++/clang++) or nvcc found to build the CUDA kernel's host harness")
     defines = list(plan.compile_defines(np.float32, n, k, umask)[1:4])
-    tag = hashlib.sha256((plan.source_hash() + " ".join(cmd[1:] + defines)).encode()).hexdigest()[:16]
+    tag = hashlib.sha256((key[0] + " ".join(cmd[1:] + defines)).encode()).hexdigest()[:16]
     d = _cache_dir()
-    path = os.path.join(d, f"rww_host_n{n}_k{k}_u{umask:05x}_{tag}.so")
+    path = os.path.join(d, f"{model.name}_host_n{n}_k{k}_u{umask:x}_{tag}.so")
     if not os.path.exists(path):
+        fd, src = tempfile.mkstemp(suffix=".cpp", dir=d)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(plan.host_source(model))
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
         os.close(fd)
-        full = [*cmd, *defines, "-I", plan.HERE, os.path.join(plan.HERE, "rww_host.cpp"), "-o", tmp]
+        full = [*cmd, *defines, src, "-o", tmp]
         proc = subprocess.run(full, capture_output=True, text=True)
+        os.unlink(src)
         if proc.returncode != 0:
             os.unlink(tmp)
             raise RuntimeError(f"building the host harness failed ({' '.join(full)}):\n{proc.stderr[-4000:]}")
         os.replace(tmp, path)
     lib = ctypes.CDLL(path)
-    for name, real in (("rb_host_rww_f32", ctypes.c_float), ("rb_host_rww_f64", ctypes.c_double)):
+    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+    for name in ("rb_host_f32", "rb_host_f64"):
         f = getattr(lib, name)
-        P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
-        f.argtypes = [P] * 10 + [P, P, P, P, I, P, P, P, L, L, real, L, real, real, L, L, P, I, P, I, I]
+        f.argtypes = [P, I, L, L, I]
         f.restype = I
-    lib.rb_host_config.argtypes = [ctypes.c_void_p]
-    cfg = np.zeros(5, np.int32)
-    lib.rb_host_config(cfg.ctypes.data)
-    if tuple(cfg[:3]) != (n, k, umask) or cfg[3] != plan.smem_bytes(np.float32, n, k) \
-            or cfg[4] != plan.smem_bytes(np.float64, n, k):
-        raise RuntimeError(f"host harness configuration {cfg} does not match (N, K, mask) = {key}")
+    for name in ("rb_host_config", "rb_host_layout_f32", "rb_host_layout_f64"):
+        getattr(lib, name).argtypes = [P]
+    cfg = config(lib)
+    m = model
+    want = (n, k, umask, plan.smem_bytes(m, np.float32, n, k), plan.smem_bytes(m, np.float64, n, k),
+            len(m.state_variables), len(m.coupled_variables), len(m.kernel_parameters), len(m.summary_observables))
+    if cfg != want:
+        raise RuntimeError(f"host harness configuration {cfg} does not match the plan {want}")
+    for dtype in (np.float32, np.float64):
+        if layout(lib, dtype) != expected_layout(dtype):
+            raise RuntimeError(f"rb::Args<{np.dtype(dtype).name}> is laid out {layout(lib, dtype)}, "
+                               f"plan.args_dtype says {expected_layout(dtype)}")
     _LIBS[key] = lib
     return lib
 
 
-def run_rww_host(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0,
-                 n_steps, dt, k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=None,
-                 steps_per_launch=None, umask=None):
-    """:func:`raybrain.fused.run_rww`'s contract, computed by the CUDA kernel's code on the host.
+def config(lib) -> tuple:
+    """The library's compile-time configuration (``rb_host_config``)."""
+    cfg = np.zeros(N_CONFIG, np.int64)
+    lib.rb_host_config(cfg.ctypes.data)
+    c = [int(x) for x in cfg]
+    c[2] &= (1 << 64) - 1
+    return tuple(c)
+
+
+def layout(lib, dtype) -> tuple:
+    """``(sizeof, offsets...)`` of ``rb::Args<T>`` as the compiler laid it out."""
+    out = np.zeros(1 + len(args_fields()), np.int64)
+    (lib.rb_host_layout_f32 if np.dtype(dtype) == np.float32 else lib.rb_host_layout_f64)(out.ctypes.data)
+    return tuple(int(x) for x in out)
+
+
+def args_fields() -> tuple[str, ...]:
+    return plan.ARGS_POINTERS + plan.ARGS_INTEGERS + plan.ARGS_REALS + ("h", "bold_on", "n_out")
+
+
+def expected_layout(dtype) -> tuple:
+    dt = plan.args_dtype(dtype)
+    return (dt.itemsize, *(dt.fields[f][1] for f in args_fields()))
+
+
+def run_host(call, lanes=None, steps_per_launch=None, umask=None) -> None:
+    """Advance ``call`` (NumPy arrays) in place with the CUDA kernel's code on the host.
 
     ``lanes``: simulations per block K (default :func:`raybrain.cuda.plan.choose_sims_per_block`);
     ``steps_per_launch``: split the call as the GPU launcher would; ``umask``: override the
@@ -108,34 +144,24 @@ def run_rww_host(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subjec
 
     The CUDA kernel keeps the hemodynamic state in the simulation's dtype, while a CPU simulation
     holds it in float64 (:attr:`raybrain.integrate.Simulation.hemo_dtype`): such a state is run
-    as the device would hold it (rounded copies) and written back.
+    as the device would hold it (a rounded copy) and written back.
     """
-    hemo = (hs, hf, hv, hq)
-    if any(h.dtype != SE.dtype for h in hemo):
-        work = [np.ascontiguousarray(h, dtype=SE.dtype) for h in hemo]
-        run_rww_host(SE, SI, *work, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys, step0, n_steps, dt,
-                     k_h, inv_kh, dt_h, k_tr, m_burn, coef, bold_on, bold_out, lanes=lanes,
-                     steps_per_launch=steps_per_launch, umask=umask)
-        for h, w in zip(hemo, work):
-            h[...] = w
+    dtype = call.X.dtype
+    lp = plan.plan_call(call, lanes, umask, steps_per_launch, hemo_dtype=call.H.dtype)
+    if not lp.launches:
         return
-    c = plan.prepare_call(SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS, subject_index, PAR, keys,
-                          step0, n_steps, k_h, k_tr, m_burn, coef, bold_on, bold_out, lanes, umask)
-    if c is None:
-        return
-    step0, n_steps, k_h, k_tr, m_burn, k = c.step0, c.n_steps, c.k_h, c.k_tr, c.m_burn, c.k
-    dtype = SE.dtype
-    lib = build_host_library(c.N, k, c.umask)
-    tile_subj, tile_src, tile_real = plan.make_tiles(subject_index, k)
-    PS = np.ascontiguousarray(PAR[0, :, 0])
-    coef_a = np.asarray([dtype.type(c) for c in coef], dtype=dtype)
-    real = dtype.type
-    f = lib.rb_host_rww_f32 if dtype == np.float32 else lib.rb_host_rww_f64
-    ptr = [a.ctypes.data for a in (SE, SI, hs, hf, hv, hq, acc, sum_rE, sum_SE, sum_SI, CS)]
-    tiles = [a.ctypes.data for a in (tile_subj, tile_src, tile_real)]
-    for s0, n, o0 in plan.launch_plan(step0, n_steps, k_h, k_tr, m_burn, steps_per_launch):
-        rc = f(*ptr, *tiles, len(tile_subj), PAR.ctypes.data, PS.ctypes.data, keys.ctypes.data, s0, n,
-               real(dt), k_h, real(inv_kh), real(dt_h), k_tr, m_burn, coef_a.ctypes.data, int(bool(bold_on)),
-               bold_out.ctypes.data, bold_out.shape[1], o0)
+    H = call.H
+    work = H if H.dtype == dtype else np.ascontiguousarray(H, dtype=dtype)
+    lib = build_host_library(call.model, lp.N, lp.k, lp.umask)
+    tile_subj, tile_src, tile_real = plan.make_tiles(call.subject_index, lp.k)
+    PS = np.ascontiguousarray(call.PAR[0, :, 0])
+    arrays = dict(X=call.X, H=work, acc=call.acc, sums=call.sums, CS=call.CS, tile_subj=tile_subj,
+                  tile_src=tile_src, tile_real=tile_real, PAR=call.PAR, PS=PS, keys=call.keys, bold_out=call.bold_out)
+    args = plan.pack_args(call, {k: a.ctypes.data for k, a in arrays.items()}, lp.B)
+    f = lib.rb_host_f32 if dtype == np.float32 else lib.rb_host_f64
+    for s0, n, o0 in lp.launches:
+        rc = f(args.ctypes.data, len(tile_subj), s0, n, o0)
         if rc != 0:
             raise RuntimeError(f"host harness returned {rc}")
+    if work is not H:
+        H[...] = work

@@ -12,6 +12,9 @@ invalid candidate getting the loss's finite ``worst``. Registered losses:
 
 :class:`CompositeLoss` (:mod:`raybrain.losses.composite`) is a weighted sum of registered losses,
 each on its own signal and target; it is built from the registry, not registered itself.
+
+:mod:`raybrain.losses.differentiable` holds the JAX stand-ins of the BOLD losses that gradient
+fitting differentiates (smoothed KS for the FCD term); they are not registered (not imported here).
 """
 from __future__ import annotations
 

@@ -51,9 +51,26 @@ class Model:
     bold_input: int = 0  # index of the state variable fed to the hemodynamics
     noise_variables: tuple[int, ...] = ()  # state variables that receive additive noise
     summary_observables: tuple[str, ...] = ()  # observables time-averaged during a run
-    #: whether a fused time loop (numba on the CPU, :mod:`raybrain.fused`; CUDA, :mod:`raybrain.cuda`)
-    #: integrates this model; the simulator uses it when this is True, else the array path
-    fused_path: bool = False
+    #: what turns the ``bold_input`` variable into the sampled signal by default: ``"balloon"``
+    #: (Balloon–Windkessel BOLD) or ``"none"`` (sample the variable itself, e.g. an M/EEG proxy)
+    default_hemodynamics: str = "balloon"
+
+    # -- the scalar declaration every backend is derived from ------------------------------------
+    #: the drift of one region as a pure, literal-free scalar function (see :meth:`scalar_drift`);
+    #: ``None``: the model defines :meth:`drift_and_observables` over arrays only and has no fused path
+    scalar_drift = None
+    #: the observables :meth:`scalar_drift` returns after the drift, in order (a superset of
+    #: ``summary_observables``)
+    scalar_observables: tuple[str, ...] = ()
+    #: parameters :meth:`prepare` adds (e.g. a row sum of the connectome); in the packed parameter
+    #: order they follow ``parameters`` (:attr:`kernel_parameters`)
+    derived_parameters: tuple[str, ...] = ()
+    #: the maths :meth:`scalar_drift` takes as trailing arguments, by name: ``"exp"``, ``"log"``,
+    #: ``"phi"`` (``z / (1 - exp(-z))``); every backend passes its own implementation in its precision
+    kernel_functions: tuple[str, ...] = ()
+    #: parameters a search usually varies from candidate to candidate: the fused kernels read them per
+    #: element in every variant, never as batch-wide constants (whose patterns would multiply variants)
+    searched_parameters: frozenset = frozenset({"G", "sigma"})
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -78,6 +95,12 @@ class Model:
         """Derived parameters that depend on the connectome (e.g. FIC); default: unchanged."""
         return dict(params)
 
+    @property
+    def set_by_prepare(self) -> tuple[str, ...]:
+        """Parameters :meth:`prepare` overwrites (e.g. rWW's ``w_IE`` under FIC): a value given for
+        them is not used. Default none."""
+        return ()
+
     def initial_state(self, batch: int, n: int, xp=np, dtype=np.float64) -> tuple:
         return tuple(xp.full((batch, n), sv.initial, dtype=dtype) for sv in self.state_variables)
 
@@ -87,16 +110,52 @@ class Model:
         simulation then starts from each state variable's ``initial``)."""
         return None
 
-    def drift(self, state: tuple, p: Mapping[str, Any], coupling) -> tuple:  # pragma: no cover
-        raise NotImplementedError
+    def bold_variant(self) -> Model | None:
+        """The same model observed through hemodynamics (BOLD) on the same trajectory: the BOLD
+        half of a composite spectral + FC fit (:mod:`raybrain.objective`); ``None`` when the
+        model has none (the default)."""
+        return None
+
+    # scalar_drift(x_0, ..., x_{S-1}, c_0, ..., c_{C-1}, p_0, ..., p_{P-1}, one, *functions)
+    #     -> (dx_0/dt, ..., dx_{S-1}/dt, o_0, ..., o_{O-1})
+    # state scalars in ``state_variables`` order, network inputs in ``coupled_variables`` order,
+    # parameters in :attr:`kernel_parameters` order, ``one`` (1 in the working precision: the
+    # function holds no numeric literal, so it runs unchanged in float32 on every backend) and the
+    # functions named by ``kernel_functions``; observables in ``scalar_observables`` order. The same
+    # function runs on NumPy/CuPy/JAX arrays (:meth:`drift_and_observables`), is inlined into the
+    # numba kernels (:mod:`raybrain.fused`) and translated to C for CUDA (:mod:`raybrain.cuda`).
+
+    @property
+    def fused_path(self) -> bool:
+        """Whether a fused time loop (numba on the CPU, :mod:`raybrain.fused`; CUDA,
+        :mod:`raybrain.cuda`) integrates this model: it does wherever :attr:`scalar_drift` is declared."""
+        return self.scalar_drift is not None
+
+    @property
+    def kernel_parameters(self) -> tuple[str, ...]:
+        """The packed parameter order of every fused kernel: ``parameters`` then ``derived_parameters``."""
+        return self.parameter_names + tuple(self.derived_parameters)
+
+    def drift(self, state: tuple, p: Mapping[str, Any], coupling) -> tuple:
+        return self.drift_and_observables(state, p, coupling)[0]
 
     def observables(self, state: tuple, p: Mapping[str, Any], coupling) -> dict[str, Any]:
-        """Derived outputs (e.g. firing rates) for the summaries; default none."""
-        return {}
+        """Derived outputs (e.g. firing rates) for the summaries."""
+        return self.drift_and_observables(state, p, coupling)[1]
 
     def drift_and_observables(self, state: tuple, p: Mapping[str, Any], coupling):
-        """Drift and observables in one pass (models override to share work)."""
-        return self.drift(state, p, coupling), self.observables(state, p, coupling)
+        """Drift (a tuple like ``state``) and observables (a dict) in one pass over arrays, from
+        :attr:`scalar_drift` (a model without one overrides this)."""
+        if self.scalar_drift is None:  # pragma: no cover - a model must declare one or the other
+            raise NotImplementedError(f"model {self.name!r} declares neither scalar_drift nor drift_and_observables")
+        from .maths import array_functions
+
+        x0 = state[0]
+        one = _one_like(x0)
+        out = type(self).scalar_drift(*state, *coupling, *(p[k] for k in self.kernel_parameters), one,
+                                      *array_functions(self.kernel_functions, x0))
+        S = len(state)
+        return tuple(out[:S]), dict(zip(self.scalar_observables, out[S:]))
 
     def describe(self) -> str:
         rows = [f"{self.name}: " + (self.__doc__ or "").strip().splitlines()[0]]
@@ -105,6 +164,16 @@ class Model:
         return "\n".join(rows)
 
 
+
+
+def _one_like(x):
+    """1 in the precision of ``x`` (an array or a scalar): a NumPy scalar of its dtype, or a Python
+    float (a weak type for JAX tracers and Python scalars)."""
+    dt = getattr(x, "dtype", None)
+    try:
+        return np.dtype(dt).type(1.0) if dt is not None else 1.0
+    except TypeError:  # a dtype NumPy does not know
+        return 1.0
 
 
 def broadcast_param(name: str, value, batch: int, n: int, xp=np, dtype=np.float64):

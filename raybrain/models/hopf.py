@@ -23,6 +23,15 @@ import numpy as np
 from .base import Model, Parameter, StateVariable
 
 
+def hopf_drift(x, y, cx, cy, G, sigma, a, omega, sc_row_sum, one):
+    """The scalar declaration (:attr:`raybrain.models.Model.scalar_drift`) of one Hopf node:
+    ``(dx, dy)`` with network inputs ``cx = Σ_j C_ij x_j``, ``cy = Σ_j C_ij y_j``."""
+    r2 = x * x + y * y
+    dx = (a - r2) * x - omega * y + G * (cx - sc_row_sum * x)
+    dy = (a - r2) * y + omega * x + G * (cy - sc_row_sum * y)
+    return dx, dy
+
+
 class Hopf(Model):
     """Hopf (Stuart–Landau) normal-form oscillators, diffusively coupled (Deco 2017)."""
 
@@ -39,16 +48,11 @@ class Hopf(Model):
         Parameter("omega", 2 * np.pi * 0.05, "rad/s", (0.0, 2 * np.pi * 0.2), "intrinsic angular frequency"),
     )
 
+    scalar_drift = staticmethod(hopf_drift)
+    derived_parameters = ("sc_row_sum",)
+
     def prepare(self, params: Mapping[str, Any], sc_row_sum, xp=np) -> dict[str, Any]:
+        """Adds ``sc_row_sum`` = Σ_j C_ij, the diffusive coupling's self term."""
         p = dict(params)
         p["sc_row_sum"] = sc_row_sum
         return p
-
-    def drift(self, state, p, coupling):
-        x, y = state
-        cx, cy = coupling
-        G, k, a, w = p["G"], p["sc_row_sum"], p["a"], p["omega"]
-        r2 = x * x + y * y
-        dx = (a - r2) * x - w * y + G * (cx - k * x)
-        dy = (a - r2) * y + w * x + G * (cy - k * y)
-        return dx, dy

@@ -89,8 +89,6 @@ front matter — no parameter table — so the published values could not be sta
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import numpy as np
 
 from .base import Model, Parameter, StateVariable
@@ -122,9 +120,64 @@ _SV = _state_variables()
 _IDX = {sv.name: i for i, sv in enumerate(_SV)}
 
 
-def sigmoid(v, e0, v0, r, xp=np):
+def _sigmoid(v, e0, v0, r, one, exp):
     """Population firing rate ``2 e0 / (1 + exp(r (v0 - v)))`` (Hz) of membrane potential v (mV)."""
-    return 2.0 * e0 / (1.0 + xp.exp(r * (v0 - v)))
+    return (e0 + e0) / (one + exp(r * (v0 - v)))
+
+
+def lanmm_drift(v_P1, w_P1_AMPA, u_P1_GABAs, w_P1_GABAs, u_SS_AMPA, w_SS_AMPA, u_SST_AMPA, w_SST_AMPA,
+                v_P2, w_P2_AMPA, u_P2_GABAs, w_P2_GABAs, u_P2_GABAf, w_P2_GABAf,
+                u_PV_AMPA, w_PV_AMPA, u_PV_GABAs, w_PV_GABAs, u_PV_GABAf, w_PV_GABAf, m_P1, v_EEG,
+                c, G, sigma, p1, p2, A_AMPA, a_AMPA, A_GABAs, a_GABAs, A_GABAf, a_GABAf, e0, v0, r,
+                C_P1_SS, C_SS_P1, C_SST_P1, C_P1_SST, C_P1_P2, C_P2_P2, C_P2_PV, C_PV_P2, C_PV_PV, C_P2_SST,
+                C_PV_SST, tau_m, one, exp):
+    """The scalar declaration (:attr:`raybrain.models.Model.scalar_drift`) of one LaNMM region (the
+    equations of the module docstring): the 22 derivatives in state order, then the rates of P1, P2
+    and PV and the potentials of P1 and P2. Each synaptic group ``g`` with gain ``A`` (negative for
+    GABA) and rate ``a`` has ``u̇ = A a w`` and ``ẇ = R - 2 a w - a u / A``."""
+    v_PV = u_PV_AMPA + u_PV_GABAs + u_PV_GABAf
+    f_P1 = _sigmoid(v_P1, e0, v0, r, one, exp)
+    f_SS = _sigmoid(u_SS_AMPA, e0, v0, r, one, exp)
+    f_SST = _sigmoid(u_SST_AMPA, e0, v0, r, one, exp)
+    f_P2 = _sigmoid(v_P2, e0, v0, r, one, exp)
+    f_PV = _sigmoid(v_PV, e0, v0, r, one, exp)
+    Ae, ae, As, as_, Af, af = A_AMPA, a_AMPA, -A_GABAs, a_GABAs, -A_GABAf, a_GABAf
+    # PSPs of the groups whose first PSP is replaced by the membrane potential
+    u_P1_AMPA = v_P1 - u_P1_GABAs
+    u_P2_AMPA = v_P2 - u_P2_GABAs - u_P2_GABAf
+    # inputs R_g
+    R_P1_AMPA = C_P1_SS * f_SS + C_P1_P2 * f_P2 + p1 + G * c
+    R_P1_GABAs = C_P1_SST * f_SST
+    R_SS_AMPA = C_SS_P1 * f_P1
+    R_SST_AMPA = C_SST_P1 * f_P1
+    R_P2_AMPA = C_P2_P2 * f_P2 + p2
+    R_P2_GABAs = C_P2_SST * f_SST
+    R_P2_GABAf = C_P2_PV * f_PV
+    R_PV_AMPA = C_PV_P2 * f_P2
+    R_PV_GABAs = C_PV_SST * f_SST
+    R_PV_GABAf = C_PV_PV * f_PV
+    du_P1_AMPA = Ae * ae * w_P1_AMPA
+    du_P1_GABAs = As * as_ * w_P1_GABAs
+    du_P2_AMPA = Ae * ae * w_P2_AMPA
+    du_P2_GABAs = As * as_ * w_P2_GABAs
+    du_P2_GABAf = Af * af * w_P2_GABAf
+    dv_P1 = du_P1_AMPA + du_P1_GABAs
+    dv_P2 = du_P2_AMPA + du_P2_GABAs + du_P2_GABAf
+    return (
+        dv_P1, R_P1_AMPA - (ae + ae) * w_P1_AMPA - ae * u_P1_AMPA / Ae,
+        du_P1_GABAs, R_P1_GABAs - (as_ + as_) * w_P1_GABAs - as_ * u_P1_GABAs / As,
+        Ae * ae * w_SS_AMPA, R_SS_AMPA - (ae + ae) * w_SS_AMPA - ae * u_SS_AMPA / Ae,
+        Ae * ae * w_SST_AMPA, R_SST_AMPA - (ae + ae) * w_SST_AMPA - ae * u_SST_AMPA / Ae,
+        dv_P2, R_P2_AMPA - (ae + ae) * w_P2_AMPA - ae * u_P2_AMPA / Ae,
+        du_P2_GABAs, R_P2_GABAs - (as_ + as_) * w_P2_GABAs - as_ * u_P2_GABAs / As,
+        du_P2_GABAf, R_P2_GABAf - (af + af) * w_P2_GABAf - af * u_P2_GABAf / Af,
+        Ae * ae * w_PV_AMPA, R_PV_AMPA - (ae + ae) * w_PV_AMPA - ae * u_PV_AMPA / Ae,
+        As * as_ * w_PV_GABAs, R_PV_GABAs - (as_ + as_) * w_PV_GABAs - as_ * u_PV_GABAs / As,
+        Af * af * w_PV_GABAf, R_PV_GABAf - (af + af) * w_PV_GABAf - af * u_PV_GABAf / Af,
+        (f_P1 - m_P1) / tau_m,
+        dv_P1 + dv_P2,
+        f_P1, f_P2, f_PV, v_P1, v_P2,
+    )
 
 
 class LaNMM(Model):
@@ -135,6 +188,9 @@ class LaNMM(Model):
     coupled_variables = (_IDX["m_P1"],)
     noise_variables = (_IDX["w_P1_AMPA"], _IDX["w_P2_AMPA"])
     summary_observables = ("r_P1", "r_P2")
+    scalar_drift = staticmethod(lanmm_drift)
+    scalar_observables = ("r_P1", "r_P2", "r_PV", "v_P1", "v_P2")
+    kernel_functions = ("exp",)
     parameters = (
         Parameter("G", 0.0, "1", (0.0, 50.0), "global coupling: P1 rates of other regions onto P1 AMPA "
                   "(per unit SC weight)", regional=False),
@@ -161,6 +217,8 @@ class LaNMM(Model):
         Parameter("C_PV_PV", 20.0, "1", (0.0, 1000.0), "PV → PV (fast GABA)"),
         Parameter("C_P2_SST", 5.0, "1", (0.0, 1000.0), "SST → P2 (slow GABA), deep-to-superficial"),
         Parameter("C_PV_SST", 5.0, "1", (0.0, 1000.0), "SST → PV (slow GABA), deep-to-superficial"),
+        Parameter("tau_m", TAU_RELAY, "s", (1e-4, 1e-2), "time constant of the P1-rate relay the network "
+                  "coupling reads"),
     )
 
     def __init__(self, output: str = "P1"):
@@ -184,70 +242,3 @@ class LaNMM(Model):
         out = [xp.zeros((batch, n), dtype=dtype) for _ in self.state_variables]
         out[_IDX["m_P1"]] = xp.full((batch, n), 5.0 / (1.0 + np.exp(0.56 * 6.0)), dtype=dtype)
         return tuple(out)
-
-    def rates(self, state, p):
-        """Membrane potentials (mV) and firing rates (Hz) of the five populations."""
-        s = state
-        xp = _xp(s[0])
-        v_P1 = s[_IDX["v_P1"]]
-        v_SS = s[_IDX["u_SS_AMPA"]]
-        v_SST = s[_IDX["u_SST_AMPA"]]
-        v_P2 = s[_IDX["v_P2"]]
-        v_PV = s[_IDX["u_PV_AMPA"]] + s[_IDX["u_PV_GABAs"]] + s[_IDX["u_PV_GABAf"]]
-        e0, v0, r = p["e0"], p["v0"], p["r"]
-        v = {"P1": v_P1, "SS": v_SS, "SST": v_SST, "P2": v_P2, "PV": v_PV}
-        return v, {k: sigmoid(x, e0, v0, r, xp) for k, x in v.items()}
-
-    def drift(self, state, p, coupling):
-        return self.drift_and_observables(state, p, coupling)[0]
-
-    def observables(self, state, p, coupling):
-        return self.drift_and_observables(state, p, coupling)[1]
-
-    def drift_and_observables(self, state, p, coupling):
-        s = state
-        v, f = self.rates(s, p)
-        kin = {"AMPA": (p["A_AMPA"], p["a_AMPA"]), "GABAs": (-p["A_GABAs"], p["a_GABAs"]),
-               "GABAf": (-p["A_GABAf"], p["a_GABAf"])}
-        R = {
-            ("P1", "AMPA"): p["C_P1_SS"] * f["SS"] + p["C_P1_P2"] * f["P2"] + p["p1"] + p["G"] * coupling[0],
-            ("P1", "GABAs"): p["C_P1_SST"] * f["SST"],
-            ("SS", "AMPA"): p["C_SS_P1"] * f["P1"],
-            ("SST", "AMPA"): p["C_SST_P1"] * f["P1"],
-            ("P2", "AMPA"): p["C_P2_P2"] * f["P2"] + p["p2"],
-            ("P2", "GABAs"): p["C_P2_SST"] * f["SST"],
-            ("P2", "GABAf"): p["C_P2_PV"] * f["PV"],
-            ("PV", "AMPA"): p["C_PV_P2"] * f["P2"],
-            ("PV", "GABAs"): p["C_PV_SST"] * f["SST"],
-            ("PV", "GABAf"): p["C_PV_PV"] * f["PV"],
-        }
-        # PSP of each group (for the two membrane-potential states: v minus the other PSPs)
-        u = {}
-        for post, typ in GROUPS:
-            if (post, typ) == ("P1", "AMPA"):
-                u[(post, typ)] = v["P1"] - s[_IDX["u_P1_GABAs"]]
-            elif (post, typ) == ("P2", "AMPA"):
-                u[(post, typ)] = v["P2"] - s[_IDX["u_P2_GABAs"]] - s[_IDX["u_P2_GABAf"]]
-            else:
-                u[(post, typ)] = s[_IDX[f"u_{post}_{typ}"]]
-        du = {}
-        out = []
-        for post, typ in GROUPS:
-            A, a = kin[typ]
-            w = s[_IDX[f"w_{post}_{typ}"]]
-            du[(post, typ)] = A * a * w
-            dw = R[(post, typ)] - 2.0 * a * w - a * u[(post, typ)] / A
-            out.extend([du[(post, typ)], dw])
-        # the membrane-potential states integrate the sum of their PSP derivatives
-        out[2 * GROUPS.index(("P1", "AMPA"))] = du[("P1", "AMPA")] + du[("P1", "GABAs")]
-        out[2 * GROUPS.index(("P2", "AMPA"))] = du[("P2", "AMPA")] + du[("P2", "GABAs")] + du[("P2", "GABAf")]
-        out.append((f["P1"] - s[_IDX["m_P1"]]) * (1.0 / TAU_RELAY))
-        out.append(out[2 * GROUPS.index(("P1", "AMPA"))] + out[2 * GROUPS.index(("P2", "AMPA"))])
-        obs = {"r_P1": f["P1"], "r_P2": f["P2"], "r_PV": f["PV"], "v_P1": v["P1"], "v_P2": v["P2"]}
-        return tuple(out), obs
-
-
-def _xp(a):
-    from .._backend import array_module
-
-    return array_module(a)

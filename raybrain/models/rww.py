@@ -35,22 +35,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._backend import array_module
 from .base import Model, Parameter, StateVariable
+from .maths import phi
 
 FIC_OFFSET_NA = 0.026  # I_E* = b_E/a_E - 0.026 nA (Deco 2014)
-_SERIES_EPS = 1e-6
-
-
-def phi(z):
-    """``z / (1 - exp(-z))`` with its removable singularity at 0 filled (array or scalar)."""
-    xp = array_module(z)
-    z = xp.asarray(z)
-    small = xp.abs(z) < _SERIES_EPS
-    safe = xp.where(small, 1.0, z)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        exact = safe / (-xp.expm1(-safe))
-    return xp.where(small, 1.0 + 0.5 * z + z * z / 12.0, exact)
 
 
 def transfer(current, a, b, d, phi=phi):
@@ -79,6 +67,17 @@ def gating_drift(S_E, S_I, r_E, r_I, tau_E, tau_I, gamma):
     return -S_E / tau_E + gr - S_E * gr, -S_I / tau_I + r_I
 
 
+def rww_drift(S_E, S_I, c, G, sigma, w_EE, w_EI, w_IE, I0, J_NMDA, W_E, W_I, a_E, b_E, d_E, a_I, b_I, d_I,
+              tau_E, tau_I, gamma, one, phi):
+    """The scalar declaration (:attr:`raybrain.models.Model.scalar_drift`): ``(dS_E, dS_I, I_E, I_I,
+    r_E, r_I)`` of one region from its gating variables, its network input ``c = Σ_j C_ij S^E_j`` and
+    its parameters."""
+    I_E, I_I, r_E, r_I = currents_and_rates(S_E, S_I, c, G, w_EE, w_EI, w_IE, I0, J_NMDA, W_E, W_I,
+                                            a_E, b_E, d_E, a_I, b_I, d_I, phi)
+    dS_E, dS_I = gating_drift(S_E, S_I, r_E, r_I, tau_E, tau_I, gamma)
+    return dS_E, dS_I, I_E, I_I, r_E, r_I
+
+
 class ReducedWongWang(Model):
     """Reduced Wong–Wang E–I model with analytic FIC (Deco 2014; Demirtas 2019)."""
 
@@ -88,7 +87,10 @@ class ReducedWongWang(Model):
     bold_input = 0
     noise_variables = (0, 1)
     summary_observables = ("r_E",)
-    fused_path = True  # raybrain.fused (numba) and raybrain.cuda integrate it
+    scalar_drift = staticmethod(rww_drift)
+    scalar_observables = ("I_E", "I_I", "r_E", "r_I")
+    kernel_functions = ("phi",)
+    searched_parameters = frozenset({"G", "sigma", "w_EE", "w_EI", "w_IE"})  # FIC's w_IE follows G, w_EE
     parameters = (
         Parameter("G", 1.0, "1", (0.0, 3.0), "global coupling (FIC holds up to G ≈ 2.6–2.9 with the SC at "
                   "spectral radius 0.49 or max weight 0.2; raybrain landscape)", regional=False),
@@ -117,6 +119,10 @@ class ReducedWongWang(Model):
     def __repr__(self) -> str:
         return f"ReducedWongWang(fic={self.fic})"
 
+    @property
+    def set_by_prepare(self) -> tuple[str, ...]:
+        return ("w_IE",) if self.fic else ()
+
     def prepare(self, params: Mapping[str, Any], sc_row_sum, xp=np) -> dict[str, Any]:
         """Fill ``w_IE`` from the analytic FIC when ``fic`` is on (needs the SC row sums)."""
         p = dict(params)
@@ -137,24 +143,6 @@ class ReducedWongWang(Model):
         S_Es = x / (1.0 + x)
         num = p["W_E"] * p["I0"] + p["w_EE"] * p["J_NMDA"] * S_Es + p["G"] * p["J_NMDA"] * S_Es * sc_row_sum - I_Es
         return S_Es, num / p["w_IE"]
-
-    def drift(self, state, p, coupling):
-        S_E, S_I = state
-        _, _, r_E, r_I = currents_and_rates(
-            S_E, S_I, coupling[0], p["G"], p["w_EE"], p["w_EI"], p["w_IE"], p["I0"], p["J_NMDA"],
-            p["W_E"], p["W_I"], p["a_E"], p["b_E"], p["d_E"], p["a_I"], p["b_I"], p["d_I"])
-        return gating_drift(S_E, S_I, r_E, r_I, p["tau_E"], p["tau_I"], p["gamma"])
-
-    def observables(self, state, p, coupling):
-        return self.drift_and_observables(state, p, coupling)[1]
-
-    def drift_and_observables(self, state, p, coupling):
-        S_E, S_I = state
-        I_E, I_I, r_E, r_I = currents_and_rates(
-            S_E, S_I, coupling[0], p["G"], p["w_EE"], p["w_EI"], p["w_IE"], p["I0"], p["J_NMDA"],
-            p["W_E"], p["W_I"], p["a_E"], p["b_E"], p["d_E"], p["a_I"], p["b_I"], p["d_I"])
-        drift = gating_drift(S_E, S_I, r_E, r_I, p["tau_E"], p["tau_I"], p["gamma"])
-        return drift, {"I_E": I_E, "I_I": I_I, "r_E": r_E, "r_I": r_I}
 
 
 def fic_target_current(p: Mapping[str, Any]):

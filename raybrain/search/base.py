@@ -27,7 +27,7 @@ Contract (identical for every family):
   :meth:`Optimizer.from_state` restores it, and the restored object continues exactly as the
   original would. Like any pickle, only load state you wrote yourself.
 
-A family also declares how it runs in an experiment (:mod:`raybrain.search.tune`), through class
+A family also declares how it runs in an experiment (:mod:`raybrain.tuning`), through class
 hooks with defaults here:
 
 * :attr:`~Optimizer.modes` — the experiment modes it runs in; :meth:`~Optimizer.check_settings`
@@ -38,7 +38,7 @@ hooks with defaults here:
   per parameter that fit the budget);
 * :meth:`~Optimizer.trial_searcher` — its trial-mode form: a Tune ``Searcher`` honouring the
   same settings with the same defaults as the ask/tell form (by default the ask/tell optimizer
-  itself, wrapped: :class:`raybrain.search._tune_searchers.AskTell`);
+  itself, wrapped: :class:`raybrain.tuning.searchers.AskTell`);
 * :meth:`~Optimizer.attach_objective` — the run's objective, given before the first ask of a
   population run (a family that learns from or differentiates the objective itself).
 """
@@ -188,8 +188,8 @@ class Optimizer:
         trials in flight (the caller numbers and limits them; Tune's ``set_search_properties``
         gives it the search space too). Default: this ask/tell family itself, a generation of
         :meth:`trial_population` candidates at a time
-        (:class:`raybrain.search._tune_searchers.AskTell`)."""
-        from ._tune_searchers import AskTell
+        (:class:`raybrain.tuning.searchers.AskTell`)."""
+        from ..tuning.searchers import AskTell
 
         return AskTell(cls, seed=seed, max_concurrent=max_concurrent, settings=settings)
 

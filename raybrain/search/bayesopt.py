@@ -55,7 +55,7 @@ class BayesOpt(Optimizer):
     @classmethod
     def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
         cls._check(settings)
-        from ._tune_searchers import GPBayesOpt
+        from ..tuning.searchers import GPBayesOpt
 
         s = settings
         return GPBayesOpt(utility_kwargs={"kind": s["kind"], "kappa": float(s["kappa"]), "xi": float(s["xi"])},

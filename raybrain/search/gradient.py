@@ -1,10 +1,16 @@
-r"""``gradient``: projected Adam on a differentiable loss, in the ask–tell contract (Griffiths 2022).
+r"""``gradient``: projected Adam on a differentiable loss (Kingma & Ba 2015; Griffiths 2022).
+
+Two forms: :func:`adam_fit`, projected Adam on a loss of a parameter pytree (a dict of scalars and
+arrays, e.g. :meth:`raybrain.jax_backend.JaxSimulator.bold` fed to
+:func:`raybrain.losses.differentiable.fc_loss`), and :class:`GradientDescent`, the same steps in
+the ask–tell contract of :mod:`raybrain.search`. Both optimise each parameter in the unit box of
+its bounds, ``u = (θ − lo)/(hi − lo)``, clipped to [0, 1] after each step (no optax dependency).
 
 A gradient step needs the *gradient* of the objective, which the ask–tell contract never passes
 (:meth:`tell` receives loss values only). This family therefore takes a differentiable loss
 through the ``loss_fn`` setting — a function of one parameter vector ``theta`` (P,) (a JAX
 array, in parameter units, ordered as ``bounds``) returning a scalar, e.g. built with
-:func:`raybrain.gradient.vector_loss` — and runs its own inner loop:
+:func:`raybrain.losses.differentiable.vector_loss` — and runs its own inner loop:
 
 * ``ask()`` advances each of its K iterates by ``inner_steps`` Adam steps of ``loss_fn`` (in the
   unit box of ``bounds``, clipped to it; step size ``lr · lr_decay**t``) and returns the K
@@ -18,11 +24,12 @@ Starting points (``population`` = K): ``refine_from`` (a (K, P) array, e.g. the 
 a coarse random/grid/CMA-ES search: *explore, then refine*; see :func:`refine`), else ``x0``
 (P,), else K points of a seeded uniform draw (K = 1: the box centre).
 
-In experiments (:func:`raybrain.search.tune.population_trainable`) the loss is built from the run's
-objective by :meth:`GradientDescent.attach_objective`: :class:`raybrain.gradient.ObjectiveLoss`, a
-differentiable stand-in for the objective's loss (FC terms exact, the FCD KS term replaced by the
-smoothed KS distance :func:`raybrain.gradient.soft_ks`), simulated by the JAX twin of the model
-with ``grad_repeats`` fixed noise realisations per Adam step (fresh ones each step with
+In experiments (:func:`raybrain.tuning.trainables.population_trainable`) the loss is built from the
+run's objective by :meth:`GradientDescent.attach_objective`:
+:class:`raybrain.losses.differentiable.ObjectiveLoss`, a differentiable stand-in for the objective's
+loss (FC terms exact, the FCD KS term replaced by the smoothed KS distance
+:func:`raybrain.losses.differentiable.soft_ks`), simulated by the model on JAX
+(:mod:`raybrain.jax_backend`) with ``grad_repeats`` fixed noise realisations per Adam step (fresh ones each step with
 ``resample: true``, the same ones throughout with ``false``). Its settings (``grad_repeats``,
 ``truncate``, ``fcd_weight``, ``fcd_bandwidth``, ``noise``, ``grad_duration``, ...) are settings of
 this family, so an experiment YAML sets them under ``settings:``.
@@ -40,13 +47,15 @@ not picklable); after :meth:`Optimizer.from_state` call :meth:`attach` (or
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .base import Optimizer, SettingError, require
 
-__all__ = ["GradientDescent", "refine"]
+__all__ = ["GradientDescent", "refine", "adam_fit", "FitResult"]
 
 
 class GradientDescent(Optimizer):
@@ -69,7 +78,7 @@ class GradientDescent(Optimizer):
         # explore-then-refine
         "explore": None,        # {name, evaluations, population, settings}: a coarse search first
         "refine_top": 1,        # K: Adam iterates started at the K best told explore candidates
-        # the differentiable loss built by attach_objective (raybrain.gradient.ObjectiveLoss)
+        # the differentiable loss built by attach_objective (raybrain.losses.differentiable.ObjectiveLoss)
         "grad_repeats": None,   # fixed noise realisations per gradient (None: simulation.repeats)
         "resample": True,       # fresh fixed noise each Adam step (stochastic gradient of E[loss])
         "noise": "raybrain",    # "raybrain" (the simulator's own counter-based noise) or "jax"
@@ -80,13 +89,13 @@ class GradientDescent(Optimizer):
         "mean_weight": None,    # |mean FC difference| weight (None: from the loss)
         "mse_weight": 0.0,      # mean squared FC difference weight
         "fcd_weight": None,     # smoothed-KS FCD weight (None: from the loss; 0 drops the FCD)
-        "fcd_bandwidth": 0.05,  # h of the smoothed KS (raybrain.gradient.soft_ks)
+        "fcd_bandwidth": 0.05,  # h of the smoothed KS (losses.differentiable.soft_ks)
         "fcd_points": 256,      # k-point grid on [-1, 1]; None: pooled midpoints (exact KS as h -> 0)
         "grad_dtype": "float64",
         "grad_duration": None,  # simulated seconds of the differentiable run (None: the objective's)
         "grad_dt": None,        # its time step (None: the objective's)
     }
-    #: settings passed to raybrain.gradient.ObjectiveLoss (setting name -> argument name)
+    #: settings passed to raybrain.losses.differentiable.ObjectiveLoss (setting name -> argument name)
     _LOSS_ARGS = {"noise": "noise", "truncate": "truncate", "grad_burn_in": "grad_burn_in",
                   "checkpoint": "checkpoint", "corr_weight": "corr_weight", "mean_weight": "mean_weight",
                   "mse_weight": "mse_weight", "fcd_weight": "fcd_weight", "fcd_bandwidth": "fcd_bandwidth",
@@ -208,12 +217,12 @@ class GradientDescent(Optimizer):
         return self
 
     def attach_objective(self, objective, *, seed: int = 0, repeats: int = 1) -> "GradientDescent":
-        """Build and attach :class:`raybrain.gradient.ObjectiveLoss` of ``objective`` (a
+        """Build and attach :class:`raybrain.losses.differentiable.ObjectiveLoss` of ``objective`` (a
         :class:`raybrain.objective.Objective`): its model, scaled SC, settings and target, noise
         ``seed`` and ``grad_repeats`` (default ``repeats``) realisations, with this family's loss
         settings. ValueError names a parameter that cannot be differentiated. Called by the Tune
         trainable after building or restoring the optimizer."""
-        from ..gradient import ObjectiveLoss
+        from ..losses.differentiable import ObjectiveLoss
 
         st = self.settings
         names = tuple(objective.parametrisation.names)
@@ -229,7 +238,7 @@ class GradientDescent(Optimizer):
     def _value_and_grad(self):
         if self._loss_fn is None:
             raise ValueError("gradient: needs a differentiable loss: pass loss_fn=... (a function of theta (P,) "
-                             "returning a scalar; see raybrain.gradient.vector_loss), or attach() one")
+                             "returning a scalar; see raybrain.losses.differentiable.vector_loss), or attach() one")
         if self._vg is None:
             jax = require("jax", "jax")
             vg = jax.value_and_grad(self._loss_fn, argnums=0)
@@ -325,3 +334,79 @@ def refine(coarse: Optimizer | tuple, k: int = 4, **settings) -> GradientDescent
         order = np.argsort(np.where(np.isfinite(losses), losses, np.inf), kind="stable")
         starts = thetas[order[:int(k)]]
     return GradientDescent(bounds, refine_from=starts, **settings)
+
+
+# ----------------------------------------------------------------------------------------------
+# projected Adam on a parameter pytree
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    """Outcome of :func:`adam_fit`: ``theta`` (the best iterate by loss), ``loss`` there, the
+    per-iteration ``history`` (dicts with ``loss``, ``theta``, ``grad_norm``), ``wall_s``."""
+
+    theta: dict
+    loss: float
+    history: list = field(default_factory=list)
+    wall_s: float = 0.0
+    final_theta: dict | None = None
+
+
+def adam_fit(loss_fn: Callable, theta0: Mapping[str, Any], bounds: Mapping[str, tuple], *, steps: int = 50,
+             lr: float = 0.05, lr_decay: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8, jit: bool = True,
+             callback: Callable | None = None, tol: float | None = None) -> FitResult:
+    """Projected Adam on ``loss_fn(theta) -> scalar`` over a parameter pytree (dict of arrays).
+
+    Each leaf is optimised in its unit box ``u = (θ − lo)/(hi − lo)`` (``bounds[name] = (lo, hi)``,
+    scalars or arrays broadcastable to the leaf), so ``lr`` is a fraction of each range; after each
+    step ``u`` is clipped to [0, 1]; the step size of iteration t is ``lr · lr_decay**t``. Non-finite
+    gradients skip the step (the moments are kept). Returns the best iterate seen (its loss is that of the iterate *before* the step).
+    """
+    jax = require("jax", "jax")
+    import jax.numpy as jnp
+
+    names = list(theta0)
+    missing = [k for k in names if k not in bounds]
+    if missing:
+        raise ValueError(f"no bounds for fitted parameter {missing[0]!r}")
+    lo = {k: np.broadcast_to(np.asarray(bounds[k][0], np.float64), np.shape(theta0[k])) for k in names}
+    hi = {k: np.broadcast_to(np.asarray(bounds[k][1], np.float64), np.shape(theta0[k])) for k in names}
+    span = {k: hi[k] - lo[k] for k in names}
+    if any(np.any(span[k] <= 0) for k in names):
+        raise ValueError("every bound needs lo < hi")
+    vg = jax.value_and_grad(loss_fn)
+    if jit:
+        vg = jax.jit(vg)
+    u = {k: np.clip((np.asarray(theta0[k], np.float64) - lo[k]) / span[k], 0.0, 1.0) for k in names}
+    m1 = {k: np.zeros_like(u[k]) for k in names}
+    m2 = {k: np.zeros_like(u[k]) for k in names}
+    b1, b2 = betas
+    best, best_loss, history = None, np.inf, []
+    t0 = time.perf_counter()
+    t_adam = 0
+    for it in range(int(steps)):
+        theta = {k: lo[k] + span[k] * u[k] for k in names}
+        val, g = vg({k: jnp.asarray(v) for k, v in theta.items()})
+        val = float(val)
+        g = {k: np.asarray(g[k], np.float64) * span[k] for k in names}  # d loss / d u
+        gn = float(np.sqrt(sum(np.sum(gi * gi) for gi in g.values())))
+        history.append({"iteration": it, "loss": val, "grad_norm": gn,
+                        "theta": {k: np.array(v, copy=True) for k, v in theta.items()}})
+        if callback is not None:
+            callback(history[-1])
+        if np.isfinite(val) and val < best_loss:
+            best_loss, best = val, {k: np.array(v, copy=True) for k, v in theta.items()}
+        if tol is not None and gn < tol:
+            break
+        if not np.isfinite(gn):
+            continue
+        t_adam += 1
+        for k in names:
+            m1[k] = b1 * m1[k] + (1 - b1) * g[k]
+            m2[k] = b2 * m2[k] + (1 - b2) * g[k] ** 2
+            mh = m1[k] / (1 - b1 ** t_adam)
+            vh = m2[k] / (1 - b2 ** t_adam)
+            u[k] = np.clip(u[k] - lr * lr_decay ** it * mh / (np.sqrt(vh) + eps), 0.0, 1.0)
+    final = {k: lo[k] + span[k] * u[k] for k in names}
+    if best is None:
+        best = final
+    return FitResult(best, float(best_loss), history, time.perf_counter() - t0, final)

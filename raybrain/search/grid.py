@@ -55,8 +55,8 @@ class GridSearch(Optimizer):
     @classmethod
     def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
         """Every point of the same grid, in the same order, one trial each
-        (:class:`raybrain.search._tune_searchers.GridPoints`)."""
-        from ._tune_searchers import GridPoints
+        (:class:`raybrain.tuning.searchers.GridPoints`)."""
+        from ..tuning.searchers import GridPoints
 
         axes = cls.axes(bounds, settings["points_per_dim"])
         return GridPoints({n: [float(x) for x in ax] for n, ax in zip(names, axes)})

@@ -28,7 +28,7 @@ Trial mode: Tune's ``NevergradSearch`` with the same configured optimizer (same 
 defaults; a generation of the trials in flight, at least the family's default population) over
 Tune's bounded scalars, whose standardised unit is also a sixth of each range, so ``sigma0``
 means the same in both modes; seeded through the parametrization as above
-(:class:`raybrain.search._tune_searchers.SeededNevergrad`).
+(:class:`raybrain.tuning.searchers.SeededNevergrad`).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class NevergradOptimizer(Optimizer):
 
     @classmethod
     def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
-        from ._tune_searchers import SeededNevergrad
+        from ..tuning.searchers import SeededNevergrad
 
         require("nevergrad", "nevergrad")
         # the dimension is known once Tune gives the search space

@@ -6,7 +6,7 @@ other family must beat; on problems with few important parameters it is competit
 search at any budget (Bergstra & Bengio 2012, "Random search for hyper-parameter optimization",
 JMLR 13:281–305). Tells are ignored; the sequence of asks depends only on the seed.
 
-Trial mode: :class:`raybrain.search._tune_searchers.SeededRandom`, uniform draws over the same
+Trial mode: :class:`raybrain.tuning.searchers.SeededRandom`, uniform draws over the same
 box from the run seed.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RandomSearch(Optimizer):
 
     @classmethod
     def trial_searcher(cls, names, bounds, seed, settings, max_concurrent):
-        from ._tune_searchers import SeededRandom
+        from ..tuning.searchers import SeededRandom
 
         return SeededRandom({n: (float(lo), float(hi)) for n, (lo, hi) in zip(names, bounds)}, seed=seed)
 

@@ -1,85 +1,17 @@
-"""Experiment configuration: one YAML file → a validated :class:`ExperimentConfig`.
+"""The experiment config's schema: one pydantic section per YAML section, and
+:class:`ExperimentConfig`, their whole, read by :func:`load_config`.
 
-An experiment names its subjects, model, parametrisation and bounds, loss, simulation settings per
-fidelity, optimizers, budget, seeds, resources and storage. :func:`load_config` reads the YAML
-(``yaml.safe_load``) and validates everything once, at load: every error names its key path and the
-problem, e.g. ``optimizers[2].name: unknown optimizer 'cmaa' (did you mean 'cmaes'?)`` or
-``simulation.fidelitees: unknown key (did you mean 'fidelities'?)``. Past that point the rest of
-raybrain trusts the config.
-
->>> cfg = load_config("experiments/quickstart.yaml")          # doctest: +SKIP
->>> [r.run_id for r in cfg.runs()][:1]                         # doctest: +SKIP
-['hcp-101309__random__seed0']
->>> obj = cfg.build_objective("hcp/101309", 0)                 # doctest: +SKIP
-
-Subjects
---------
-``subjects.ids`` holds bundled subjects (``"hcp/101309"`` or the bare id ``"101309"``) or whole
-datasets (``"hcp"``, ``"gw"``, ``"all"``); ``subjects.paths`` user files; ``subjects.cohort`` a
-whole cohort from a participants table and path patterns (:class:`CohortConfig`,
-:mod:`raybrain.data.cohort`; its covariates travel into ``covariates.tsv``); ``subjects.synthetic``
-subjects simulated from a bundled connectome or a connectome file with known parameters, whose
-simulated BOLD is their "empirical" BOLD, so fitting them is a parameter-recovery experiment
-(Griffiths et al. 2022). Before any simulation, ``raybrain run`` loads every subject that is not
-bundled and names, in one message, every one that cannot give finite features
-(:meth:`ExperimentConfig.check_subjects`).
-
-Connectome scaling
-------------------
-``simulation.sc_norm`` (default ``spectral``: spectral radius 0.49; ``max``: largest weight,
-``sc_max: 0.2`` the pMFM convention; ``strength``; ``none``) and ``sc_scale`` rescale every SC
-(:mod:`raybrain.connectome`); ``parametrisation.bounds: {G: auto}`` searches G where FIC's fixed
-point is stable on every subject (:meth:`ExperimentConfig.stable_g_ranges`).
-``subjects.split`` divides the subjects into train / validation / test (Zhang et al. 2024); runs
-fit the training subjects. ``subjects.group: true`` fits one target, the group average of the
-training subjects (mean FC, pooled FCD; :func:`raybrain.data.group_average`), named ``"group"``
-(``"group/train"``, with ``"group/validation"`` and ``"group/test"`` beside it, under a split).
-
-Budget
-------
-``budget.evaluations`` counts candidate evaluations per run (a candidate simulated ``repeats``
-times with different noise counts once; under successive halving, a candidate counts once whatever
-rung it reaches); ``budget.wall_s`` optionally stops a run earlier. A grid without
-``points_per_dim`` takes the most points per parameter that fit the budget.
-
-Multi-fidelity
---------------
-``simulation.fidelities`` ascend (longer and/or finer). A population-mode optimizer with
-``successive_halving: true`` (or ``{eta: 3}``; default η = 2) runs each generation as successive
-halving over them (:mod:`raybrain.search.halving`); a trial-mode optimizer with ``scheduler:
-asha`` (``hyperband``, ``median``) lets Tune stop trials at the rungs. Otherwise only the last
-fidelity is used.
-
-Spectral (M/EEG) fits
----------------------
-``loss: spectral`` fits the power spectrum of an M/EEG-like model output (e.g. the LaNMM with
-``model.options.output: eeg``, a model whose default hemodynamics is ``"none"``) sampled as
-``simulation.meeg`` says (``fs`` Hz, Welch ``segment`` s, fit ``band`` Hz;
-:class:`raybrain.spectral.MEEGSettings`). Its subjects are ``subjects.synthetic``, whose M/EEG
-signal is simulated at ``fs`` with their true parameters. A composite
-``loss: {spectral: 1.0, fc_corr: 0.5}`` adds FC on the BOLD of the model's BOLD variant (the same
-candidates and noise; the synthetic subjects then carry both signals); it runs in population mode
-without successive halving, and ``simulation.meeg.duration`` may keep the M/EEG run short while
-the fidelities' durations set the BOLD's. Records carry the loss components and ``alpha_power``,
-``gamma_power``, ``alpha_peak_hz``, ``gamma_peak_hz``.
-
-Validation and test
--------------------
-After the search, each run's ``validation.top`` best distinct training candidates (default 5;
-0 skips this) are re-simulated with fresh noise at ``simulation.validation`` (default: the last
-fidelity) on the validation targets with ``validation.repeats`` (default 3) fresh-noise repeats
-each, and the winner (lowest mean validation loss) on the test targets (Zhang et al. 2024); the
-winner is then profiled, one parameter at a time, to tell whether the data identify each
-parameter (``validation.profile``). Under ``subjects.split`` the targets are the validation and test
-subjects (their group averages with ``group: true``); without a split, validation is the run's
-own subject again with fresh noise, and there is no test.
+Each section checks its own keys at load (types strict, unknown keys refused with a suggestion,
+files resolved against the config file's folder and required to exist, values in range); errors
+carry their key path (:mod:`raybrain.experiment.errors`). What one section asks of another is
+checked in :mod:`raybrain.experiment.checks`; what a validated config builds (runs, subjects,
+objectives) is in :mod:`raybrain.experiment.builder`, and :class:`ExperimentConfig`'s methods
+delegate there.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
-import json
 import math
 import os
 import re
@@ -93,85 +25,21 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
-from ._text import did_you_mean as _did_you_mean
+from .._text import did_you_mean as _did_you_mean
+from . import builder, checks
+from .builder import RunSpec
+from .errors import ConfigError, _At, _format
+from .names import DATASET_KEYS, GROUP, _bare_id, _bundled, _expand_ids, _registry, _resolve_bundled, known_optimizers
 
 __all__ = [
-    "ConfigError", "load_config", "ExperimentConfig", "RunSpec", "SubjectPath", "SyntheticSubject", "CohortConfig",
-    "SplitConfig", "SubjectsConfig", "ModelConfig", "ParametrisationConfig", "Fidelity",
-    "SimulationConfig", "MEEGConfig", "OptimizerConfig", "HalvingConfig", "ValidationConfig", "ProfileConfig",
-    "BudgetConfig",
-    "ResourcesConfig", "known_optimizers",
-    "sanitise",
+    "ExperimentConfig", "SubjectPath", "SyntheticSubject", "CohortConfig", "SplitConfig", "SubjectsConfig",
+    "ModelConfig", "ParametrisationConfig", "Fidelity", "SimulationConfig", "MEEGConfig", "OptimizerConfig",
+    "HalvingConfig", "ValidationConfig", "ProfileConfig", "BudgetConfig", "ResourcesConfig", "load_config",
+    "config_from_json", "PositiveFloat", "PositiveInt", "Bounds",
 ]
 
-#: Optimizer names accepted when :mod:`raybrain.search` cannot be imported (its registry wins).
-FALLBACK_OPTIMIZERS = ("random", "grid", "cmaes", "de", "pso", "tpe", "optuna-cmaes", "hyperopt-tpe",
-                       "bayesopt")
-SCHEDULERS = ("fifo", "asha", "hyperband", "median")
-DATASET_KEYS = ("hcp", "gw", "all")
-GROUP = "group"
 
-
-# ----------------------------------------------------------------------------------- errors
-class ConfigError(ValueError):
-    """An invalid experiment config; ``errors`` is a list of ``(key path, message)``."""
-
-    def __init__(self, errors: list[tuple[str, str]], source: str | None = None):
-        self.errors = list(errors)
-        self.source = source
-        head = f"{source}: invalid experiment config" if source else "invalid experiment config"
-        lines = [f"{p}: {m}" if p else m for p, m in self.errors]
-        super().__init__(lines[0] if len(lines) == 1 and not source else
-                         head + "\n" + "\n".join("  " + x for x in lines))
-
-
-class _At(ValueError):
-    """A validation error at ``path`` relative to the model that raises it."""
-
-    def __init__(self, path: str, message: str):
-        self.path, self.message = path, message
-        super().__init__(message)
-
-
-
-
-def _join(base: str, rel: str) -> str:
-    if not rel:
-        return base
-    if not base or rel.startswith("["):
-        return base + rel
-    return f"{base}.{rel}"
-
-
-def _loc(loc) -> str:
-    out = ""
-    for part in loc:
-        out = out + f"[{part}]" if isinstance(part, int) else _join(out, str(part))
-    return out
-
-
-def _format(err: ValidationError) -> list[tuple[str, str]]:
-    out = []
-    for e in err.errors(include_url=False):
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-after["))]
-        path, msg = _loc(loc), e["msg"]
-        ctx = e.get("ctx") or {}
-        exc = ctx.get("error")
-        if isinstance(exc, _At):
-            path, msg = _join(path, exc.path), exc.message
-        elif e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        elif e["type"] == "unknown_key":
-            path = _join(path, str(ctx["key"]))
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif "input" in e and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg}, got {e['input']!r}"
-        out.append((path, msg))
-    return out
-
-
-# ----------------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------- base section, value types
 class _Section(BaseModel):
     """Base of the config sections: strict types, unknown keys rejected with a suggestion."""
 
@@ -215,55 +83,6 @@ def _check_bounds(v: list[float]) -> list[float]:
 PositiveFloat = Annotated[float, AfterValidator(_positive)]
 PositiveInt = Annotated[int, AfterValidator(_positive_int)]
 Bounds = Annotated[list[float], AfterValidator(_check_bounds)]
-
-
-@functools.lru_cache(maxsize=1)
-def _bundled() -> dict[str, dict]:
-    from .data import describe
-
-    return {r["name"]: r for r in describe()}
-
-
-def _resolve_bundled(name: str) -> str:
-    """Full bundled name of ``name`` (``"101309"`` → ``"hcp/101309"``) or a ValueError."""
-    from .data.bundled import resolve_name
-
-    full = resolve_name(name)
-    if full is not None:
-        return full
-    rows = _bundled()
-    raise ValueError(f"unknown bundled subject {name!r}{_did_you_mean(name, list(rows) + list(DATASET_KEYS))}")
-
-
-def _expand_ids(ids) -> list[str]:
-    out = []
-    for i in ids:
-        if i == "all":
-            out += list(_bundled())
-        elif i in DATASET_KEYS:
-            out += [n for n, r in _bundled().items() if r["dataset"] == i]
-        else:
-            out.append(_resolve_bundled(i))
-    return list(dict.fromkeys(out))
-
-
-def known_optimizers() -> list[str]:
-    """Names in ``raybrain.search.OPTIMIZERS``, or :data:`FALLBACK_OPTIMIZERS` without it."""
-    reg = _registry()
-    return list(reg) if reg is not None else list(FALLBACK_OPTIMIZERS)
-
-
-def _registry():
-    try:
-        from .search import OPTIMIZERS
-    except ImportError:
-        return None
-    return OPTIMIZERS
-
-
-def sanitise(text: str) -> str:
-    """``text`` with every run of characters outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "-"
 
 
 # ----------------------------------------------------------------------------------- subjects
@@ -316,11 +135,11 @@ class SubjectPath(_Section):
 
     def load(self):
         """The :class:`raybrain.data.Subject` from these files."""
-        from .data import load_user_subject
+        from ..data import load_user_subject
 
         labels = centres = None
         if self.atlas is not None:
-            from .data.io import load_atlas
+            from ..data.io import load_atlas
 
             labels, centres = load_atlas(self.atlas)
         return load_user_subject(self.sc, bold=self.bold, lengths=self.lengths, tr=self.tr, name=self.name,
@@ -396,7 +215,7 @@ class CohortConfig(_Section):
 
     def spec(self):
         """The :class:`raybrain.data.cohort.CohortSpec` this section declares."""
-        from .data.cohort import CohortSpec
+        from ..data.cohort import CohortSpec
 
         root = self.root or str(Path(self.participants).parent)
         return CohortSpec(participants=self.participants, base_dir=root, id_column=self.id_column, sc=self.sc,
@@ -458,13 +277,13 @@ class SyntheticSubject(_Section):
             return float(self.tr)
         if self.from_subject is not None:
             return float(_bundled()[self.from_subject]["tr"])
-        from .data.io import DEFAULT_TR_WITHOUT_BOLD
+        from ..data.io import DEFAULT_TR_WITHOUT_BOLD
 
         return DEFAULT_TR_WITHOUT_BOLD
 
     def connectome(self):
         """The source :class:`raybrain.data.Subject` (SC, lengths, labels, centres; no BOLD)."""
-        from .data import load_subject, load_user_subject
+        from ..data import load_subject, load_user_subject
 
         if self.from_subject is not None:
             return load_subject(self.from_subject)
@@ -515,7 +334,7 @@ class SubjectsConfig(_Section):
         for n in _expand_ids(self.ids):
             seen[n] = "ids"
         if self.cohort is not None:
-            from .data.cohort import resolve
+            from ..data.cohort import resolve
 
             try:
                 self._cohort = resolve(self.cohort.spec())
@@ -572,11 +391,6 @@ class SubjectsConfig(_Section):
         return [n if n in names else _bare_id(n, names) for n in getattr(self.split, part)]
 
 
-def _bare_id(n: str, names: list[str]) -> str | None:
-    hits = [m for m in names if m.split("/", 1)[-1] == n]
-    return hits[0] if len(hits) == 1 else None
-
-
 # ----------------------------------------------------------------------------------- model etc.
 class ModelConfig(_Section):
     name: str = "rww"
@@ -584,7 +398,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _build(self):
-        from .models import MODELS
+        from ..models import MODELS
 
         if self.name not in MODELS:
             raise _At("name", f"unknown model {self.name!r}{_did_you_mean(self.name, MODELS)}")
@@ -602,7 +416,7 @@ class ModelConfig(_Section):
         return self
 
     def build(self):
-        from .models import get_model
+        from ..models import get_model
 
         return get_model(self.name, **self.options)
 
@@ -659,7 +473,7 @@ class ParametrisationConfig(_Section):
     def load_maps(self, subject) -> np.ndarray:
         """The (2, N) maps of ``maps`` for ``subject`` (reordered to its region labels when the
         files carry labels; :func:`raybrain.data.io.load_map`)."""
-        from .data.io import load_map
+        from ..data.io import load_map
 
         got = [np.atleast_2d(load_map(f, subject.n_regions, labels=subject.labels)) for f in self.maps]
         m = np.concatenate(got, axis=0)
@@ -688,26 +502,9 @@ class ParametrisationConfig(_Section):
         return self
 
     def build(self, model, subject=None, maps_subject=None, n_regions: int | None = None):
-        """The :class:`raybrain.parametrisation.Parametrisation` (maps from ``maps_subject``)."""
-        from .parametrisation import Global, Maps, Regional
-
-        bounds = {k: tuple(v) for k, v in self.bounds.items() if v != "auto"}
-        if self.kind == "global":
-            return Global(model, names=tuple(self.names or ("G", "sigma")), bounds_override=bounds)
-        globals_ = tuple(self.globals if self.globals is not None else ("G",))
-        if self.kind == "maps":
-            regional = tuple(self.regional or ("w_EE", "w_EI", "sigma"))
-            if maps_subject is None:  # names and bounds only (validation)
-                return Maps(model, np.array([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), regional=regional,
-                            globals_=globals_, bounds_override=bounds)
-            if self.maps is not None:
-                return Maps(model, self.load_maps(maps_subject), regional=regional, globals_=globals_,
-                            bounds_override=bounds)
-            return Maps.from_subject(model, maps_subject, regional=regional, globals_=globals_,
-                                     bounds_override=bounds)
-        n = n_regions if n_regions is not None else subject.n_regions
-        return Regional(model, n_regions=n, parameter=self.parameter or "w_EE", globals_=globals_,
-                        bounds_override=bounds)
+        """The :class:`raybrain.parametrisation.Parametrisation` (maps from ``maps_subject``;
+        :func:`raybrain.experiment.builder.parametrisation`)."""
+        return builder.parametrisation(self, model, subject=subject, maps_subject=maps_subject, n_regions=n_regions)
 
 
 class Fidelity(_Section):
@@ -742,7 +539,7 @@ class MEEGConfig(_Section):
 
     def build(self):
         """The :class:`raybrain.spectral.MEEGSettings`."""
-        from .spectral import MEEGSettings
+        from ..spectral import MEEGSettings
 
         return MEEGSettings(fs=float(self.fs), segment=float(self.segment), band=tuple(self.band),
                             duration=None if self.duration is None else float(self.duration))
@@ -751,7 +548,9 @@ class MEEGConfig(_Section):
 class SimulationConfig(_Section):
     """Fidelities ascend in cost (duration not shorter, dt not larger, not both equal);
     ``validation`` is the fidelity of validation/test re-simulation (default: the last one).
-    ``meeg``: the M/EEG sampling of spectral fits (:class:`MEEGConfig`)."""
+    ``meeg``: the M/EEG sampling of spectral fits (:class:`MEEGConfig`). ``fused``: whether the
+    fused kernels run (``auto``: for every model that declares a scalar drift; ``never``: the array
+    reference path)."""
 
     fidelities: list[Fidelity]
     validation: Optional[Fidelity] = None
@@ -760,6 +559,7 @@ class SimulationConfig(_Section):
     noise: Literal["common", "independent"] = "independent"
     dtype: Literal["float32", "float64"] = "float32"
     backend: Literal["numpy", "cupy", "auto"] = "numpy"
+    fused: Literal["auto", "always", "never"] = "auto"  # the fused kernels (auto: for every declared model)
     window: int = 83
     step: PositiveInt = 1
     sc_norm: Optional[Literal["max", "spectral", "strength", "none"]] = None
@@ -797,7 +597,7 @@ class SimulationConfig(_Section):
         ``sc_norm`` (default ``spectral``; ``max`` when ``sc_max`` is given) and ``sc_scale``
         (default: the norm's, :data:`raybrain.connectome.DEFAULT_VALUES`); ``sc_max: x`` is the
         largest weight ``x``."""
-        from .connectome import DEFAULT_VALUES
+        from ..connectome import DEFAULT_VALUES
 
         if self.sc_max is not None:
             return "max", float(self.sc_max)
@@ -807,7 +607,7 @@ class SimulationConfig(_Section):
 
     def normalise(self, sc):
         """The connectome as the simulations see it (:func:`raybrain.connectome.normalise`)."""
-        from .connectome import normalise
+        from ..connectome import normalise
 
         return normalise(sc, *self.sc_scaling)
 
@@ -822,11 +622,11 @@ class SimulationConfig(_Section):
 
     def settings(self, fidelity: Fidelity, tr: float, seed: int = 0, backend: str | None = None):
         """:class:`raybrain.integrate.SimulationSettings` for one fidelity at a subject's TR."""
-        from .integrate import SimulationSettings
+        from ..integrate import SimulationSettings
 
         return SimulationSettings(duration=float(fidelity.duration), dt=float(fidelity.dt),
                                   burn_in=float(self.burn_in), tr=float(tr), noise=self.noise, seed=int(seed),
-                                  dtype=self.dtype, backend=backend or self.resolved_backend())
+                                  dtype=self.dtype, backend=backend or self.resolved_backend(), fused=self.fused)
 
     def resolved_backend(self) -> str:
         """``backend``, with ``auto`` → ``cupy`` when CuPy and a GPU are usable in this process, else
@@ -834,7 +634,7 @@ class SimulationConfig(_Section):
         from the cluster's GPUs (:func:`raybrain.evaluator.plan`), and trials receive it resolved."""
         if self.backend != "auto":
             return self.backend
-        from . import _backend
+        from .. import _backend
 
         try:
             cp = _backend._cupy()
@@ -875,7 +675,7 @@ class OptimizerConfig(_Section):
     @classmethod
     def _known(cls, v):
         if ":" in v and _registry() is not None:  # a family of one's own: resolve it now, on the driver
-            from .search import family
+            from ..search import family
 
             family(v)
             return v
@@ -921,7 +721,7 @@ class OptimizerConfig(_Section):
             raise _At("successive_halving", "applies to mode 'population'; in trial mode use "
                       "scheduler: asha (or hyperband, median)")
         try:  # the family checks setting names for the mode (values are checked when it is built)
-            from .search import SettingError, validate_settings
+            from ..search import SettingError, validate_settings
         except ImportError:
             return self
         try:
@@ -1023,20 +823,11 @@ class ResourcesConfig(_Section):
         return v
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One run: fit ``subject`` with ``optimizer`` from ``seed``."""
-
-    run_id: str
-    subject: str
-    optimizer: OptimizerConfig
-    seed: int
-    mode: str
-
-
 # ----------------------------------------------------------------------------------- experiment
 class ExperimentConfig(_Section):
-    """A whole experiment (see the module docstring and ``experiments/*.yaml``)."""
+    """A whole experiment (see :mod:`raybrain.experiment` and ``experiments/*.yaml``): its fields
+    and their checks here, the checks between sections in :mod:`~raybrain.experiment.checks`, what
+    it builds in :mod:`~raybrain.experiment.builder` (its methods delegate there)."""
 
     name: str
     storage: str = "results"
@@ -1070,7 +861,7 @@ class ExperimentConfig(_Section):
     @field_validator("loss", mode="before")
     @classmethod
     def _loss(cls, v):
-        from .losses import LOSSES
+        from ..losses import LOSSES
 
         if isinstance(v, str):
             if v not in LOSSES:
@@ -1138,309 +929,26 @@ class ExperimentConfig(_Section):
     @property
     def needs_fcd(self) -> bool:
         """Whether a part of the loss needs the FCD (FCD windows must fit the BOLD)."""
-        from .losses import LOSSES
+        from ..losses import LOSSES
 
-        return any(getattr(LOSSES[k], "needs_fcd", True) for k in self.loss_weights if k != "spectral")
+        return any(LOSSES[k].needs_fcd for k in self.loss_weights if k != "spectral")
 
-    def _check_spectral(self, model, trs) -> None:
-        """The checks of a spectral (or composite spectral + FC) fit, by key path."""
-        sim, subj = self.simulation, self.subjects
-        name = next(iter(self.loss_weights)) if not isinstance(self.loss, dict) else "spectral"
-        if not self.spectral:
-            if sim.meeg is not None:
-                raise _At("simulation.meeg", f"applies to a spectral loss only (this loss is {self.loss!r}); "
-                          "remove it or use loss: spectral")
-            return
-        if sim.meeg is None:
-            raise _At("simulation.meeg", f"required by loss {self.loss!r}: the M/EEG sampling of the spectral "
-                      "fit, e.g. {fs: 250, segment: 1.0}")
-        meeg = sim.meeg.build()
-        if getattr(model, "default_hemodynamics", "balloon") != "none":
-            key = "model.options.output" if "output" in inspect.signature(type(model).__init__).parameters \
-                else "model.name"
-            raise _At(key, f"loss {name!r} fits an M/EEG-like signal sampled directly, but {model!r} feeds "
-                      "hemodynamics (BOLD); choose an M/EEG output (LaNMM: output P1, P2 or eeg)")
-        for key in ("ids", "paths", "cohort"):
-            if getattr(subj, key):
-                raise _At(f"subjects.{key}", f"loss {name!r} needs an M/EEG spectrum; only subjects.synthetic "
-                          "carry one (simulated at simulation.meeg.fs with their true parameters)")
-        if subj.group:
-            raise _At("subjects.group", f"loss {name!r}: group averages of M/EEG spectra are not supported")
-        composite = self.fits_fc
-        if composite:
-            if not hasattr(model, "bold_variant"):
-                raise _At("loss", f"a composite spectral + FC loss needs the BOLD of the same candidates; model "
-                          f"{model.name!r} has no BOLD variant")
-            for i, o in enumerate(self.optimizers):
-                if o.mode != "population":
-                    raise _At(f"optimizers[{i}].mode", "a composite spectral + FC loss runs in population mode only "
-                              "(each candidate needs two simulations: M/EEG and BOLD)")
-                if o.halving_eta is not None:
-                    raise _At(f"optimizers[{i}].successive_halving", "not supported with a composite spectral + "
-                              "FC loss (two simulations per candidate)")
-            if self.resources.evaluator == "on":  # auto: off for these (raybrain.evaluator.plan)
-                raise _At("resources.evaluator", "the coalescing evaluator does not run composite spectral + FC "
-                          "losses; set resources.evaluator: off")
-        elif meeg.duration is not None:
-            raise _At("simulation.meeg.duration", "applies to a composite loss only; a spectral fit simulates "
-                      "the fidelities' durations")
-        from .integrate import SimulationSettings
-
-        fids = [(f"simulation.fidelities[{i}]", f) for i, f in enumerate(sim.fidelities)]
-        if sim.validation is not None:
-            fids.append(("simulation.validation", sim.validation))
-        fids += [(f"subjects.synthetic[{i}]", self._synthetic_fidelity(s)) for i, s in enumerate(subj.synthetic)]
-        for path, f in fids:
-            try:
-                SimulationSettings(duration=float(f.duration), dt=float(f.dt), tr=meeg.dt, bold_dt=meeg.dt,
-                                   hemodynamics="none")
-            except ValueError:
-                raise _At("simulation.meeg.fs", f"the sampling interval 1/fs = {meeg.dt:g} s must be a whole "
-                          f"number of time steps (dt {f.dt:g} s at {path})") from None
-            seconds = meeg.duration if composite and meeg.duration is not None else f.duration
-            if meeg.samples(seconds) < meeg.nperseg:
-                key = "simulation.meeg.duration" if composite and meeg.duration is not None else f"{path}.duration"
-                raise _At(key, f"{seconds:g} s of M/EEG is shorter than one Welch segment "
-                          f"(simulation.meeg.segment = {meeg.segment:g} s)")
-
-    # -- cross-section checks ----------------------------------------------------------------
+    # -- checks between sections (raybrain.experiment.checks) ---------------------------------
     @model_validator(mode="after")
     def _cross(self):
-        from .data.validate import check_fcd_window
-
-        model = self.model.build()
-        sim, subj = self.simulation, self.subjects
-        trs = self._subject_trs()
-        # parametrisation against the model
-        par_cfg = self.parametrisation
-        for key in ("names", "regional", "globals"):
-            for i, n in enumerate(getattr(par_cfg, key) or ()):
-                if n not in model.parameter_names:
-                    raise _At(f"parametrisation.{key}[{i}]", f"model {model.name!r} has no parameter "
-                              f"{n!r}{_did_you_mean(n, model.parameter_names)}")
-        if par_cfg.parameter is not None and par_cfg.parameter not in model.parameter_names:
-            raise _At("parametrisation.parameter", f"model {model.name!r} has no parameter "
-                      f"{par_cfg.parameter!r}{_did_you_mean(par_cfg.parameter, model.parameter_names)}")
-        try:
-            par = par_cfg.build(model, n_regions=self._n_regions())
-        except ValueError as e:
-            m = re.search(r"parameter '([^']+)'", str(e))
-            raise _At("parametrisation.bounds" + (f".{m.group(1)}" if m and "bounds" in str(e) else ""),
-                      str(e)) from None
-        # synthetic truths within the search space
-        for i, s in enumerate(subj.synthetic):
-            for k, val in s.params.items():
-                if k not in par.names:
-                    raise _At(f"subjects.synthetic[{i}].params.{k}", "not a parameter of the parametrisation"
-                              + _did_you_mean(k, par.names))
-                lo, hi = par.bounds[par.names.index(k)]
-                if not (math.isfinite(val) and lo <= val <= hi):
-                    raise _At(f"subjects.synthetic[{i}].params.{k}",
-                              f"true value {val!r} lies outside the search bounds [{lo:g}, {hi:g}]")
-        # groups share a TR
-        if subj.group:
-            for part in ("train", "validation", "test"):
-                names = subj.part(part)
-                got = {trs[n] for n in names}
-                if len(got) > 1:
-                    raise _At("subjects.group", f"the {part} subjects have different TRs {sorted(got)} s; "
-                              "a group averages subjects scanned with the same TR")
-        self._check_spectral(model, trs)
-        # time steps, TRs and FCD windows
-        needs_fcd = self.needs_fcd
-        by_tr: dict[float, str] = {}  # one subject per distinct TR
-        for n, tr in trs.items():
-            by_tr.setdefault(tr, n)
-        everyone = sorted(by_tr.items())
-        checks = [(f"simulation.fidelities[{i}]", f, everyone) for i, f in enumerate(sim.fidelities)]
-        if sim.validation is not None:
-            checks.append(("simulation.validation", sim.validation, everyone))
-        for i, s in enumerate(subj.synthetic):
-            checks.append((f"subjects.synthetic[{i}]", self._synthetic_fidelity(s), [(trs[s.name], s.name)]))
-        for path, f, subjects in checks:
-            for tr, who in subjects:
-                try:
-                    sim.settings(f, tr, backend="numpy")
-                except ValueError as e:
-                    raise _At(f"{path}.dt", f"{e} (subject {who!r}, TR {tr:g} s)") from None
-                if needs_fcd:
-                    try:
-                        check_fcd_window(int(round(f.duration / tr)), sim.window, sim.step, source="simulated BOLD")
-                    except ValueError as e:
-                        raise _At(f"{path}.duration", f"{e}: {f.duration:g} s at TR {tr:g} s (subject {who!r}); "
-                                  "lengthen the duration or shorten simulation.window") from None
-        # schedulers need more than one fidelity
-        for i, o in enumerate(self.optimizers):
-            if (o.scheduler in ("asha", "hyperband", "median") or o.halving_eta) and len(sim.fidelities) < 2:
-                key, what = (("successive_halving", "successive halving") if o.halving_eta
-                             else ("scheduler", f"scheduler {o.scheduler}"))
-                raise _At(f"optimizers[{i}].{key}", f"{what} needs at least 2 simulation.fidelities "
-                          "(simulated duration is the resource it allocates)")
-        for i, o in enumerate(self.optimizers):  # settings the experiment completes must fit it (grid: budget)
-            try:
-                self.optimizer_settings(o, len(par.names))
-            except ValueError as e:
-                raise _At(f"optimizers[{i}].{getattr(e, 'key', 'settings')}", getattr(e, "message", str(e))) from None
-        if _registry() is not None:  # what each family asks of the experiment (its check_experiment hook)
-            from .search import family
-
-            for i, o in enumerate(self.optimizers):
-                try:
-                    family(o.name).check_experiment(self)
-                except ValueError as e:
-                    raise _At(f"optimizers[{i}].{getattr(e, 'key', 'name')}", getattr(e, "message", str(e))) from None
-        ids = [r.run_id for r in self.runs()]
-        dup = {x for x in ids if ids.count(x) > 1}
-        if dup:
-            raise _At("subjects", f"run ids collide after sanitising: {sorted(dup)[0]!r}; rename a subject")
+        checks.cross_sections(self)
         return self
 
-    def _subject_trs(self) -> dict[str, float]:
-        trs = {n: float(_bundled()[n]["tr"]) for n in _expand_ids(self.subjects.ids)}
-        from .data.io import DEFAULT_TR_WITHOUT_BOLD
-
-        trs.update({p.name: float(p.tr if p.tr is not None else DEFAULT_TR_WITHOUT_BOLD) for p in self.subjects.paths})
-        trs.update({s.name: s.source_tr for s in self.subjects.synthetic})
-        cohort = self.subjects.resolved_cohort
-        if cohort is not None:
-            trs.update({n: float(DEFAULT_TR_WITHOUT_BOLD if tr is None else tr) for n, tr in cohort.trs.items()})
-        return trs
-
-    def stable_g_ranges(self):
-        """Per subject, the G range where FIC's fixed point is linearly stable
-        (:func:`raybrain.landscape.stable_g_range`, at the model's default parameters, on the
-        subject's connectome as the simulations scale it; a synthetic subject's source
-        connectome): a DataFrame with ``subject``, ``n_regions``, ``G_low``, ``G_high``."""
-        import pandas as pd
-
-        rows = []
-        for name in self.subjects.names():
-            try:
-                n, low, high = self._stable_g(name)
-            except ValueError as e:
-                raise ValueError(f"subject {name!r}: {e}") from None
-            rows.append({"subject": name, "n_regions": n, "G_low": low, "G_high": high})
-        return pd.DataFrame(rows)
-
-    def _stable_g(self, name: str) -> tuple[int, float, float]:
-        """``(n_regions, G_low, G_high)`` of subject ``name`` (:meth:`stable_g_ranges`), cached;
-        ValueError for a model without a known fixed point."""
-        key = ("stable_g", name)
-        if key not in self._cache:
-            from .landscape import stable_g_range
-
-            sc = self._source_subject(name).sc
-            low, high = stable_g_range(self.build_model(), self.simulation.normalise(sc))
-            self._cache[key] = (int(sc.shape[0]), float(low), float(high))
-        return self._cache[key]
-
-    def auto_bounds(self, margin: float = 0.95) -> dict[str, tuple[float, float]]:
-        """The resolved ``auto`` bounds: for G, ``[default low, margin × min over subjects of the
-        upper edge of FIC's linearly stable G range]`` (:meth:`stable_g_ranges`). A subject whose
-        stable range ends below the low bound is an error naming it."""
-        if not self.parametrisation.auto:
-            return {}
-        low = float(self.build_model().parameter("G").bounds[0])
-        try:
-            ranges = self.stable_g_ranges()
-        except ValueError as e:
-            raise ValueError(f"parametrisation.bounds.G: auto: {e}") from None
-        bad = ranges[~(margin * ranges["G_high"] > low)]
-        if len(bad):
-            raise ValueError("parametrisation.bounds.G: auto: " + "; ".join(
-                f"subject {r.subject!r}: FIC's fixed point is stable only up to G = {r.G_high:.3g}, below the "
-                f"low bound {low:g}" for r in bad.itertuples()) + " (try simulation.sc_norm: spectral, or drop "
-                "these subjects)")
-        return {"G": (low, float(margin * ranges["G_high"].min()))}
+    def _check_spectral(self, model, trs) -> None:
+        checks.spectral_fit(self, model, trs)
 
     def check_subjects(self) -> list[tuple[str, str]]:
         """Every problem of every subject that is not bundled, found before any simulation:
-        ``[(subject, problem)]``. User and cohort subjects are loaded (files, labels, TR) and must
-        give finite features: an FC without NaN and, when the loss needs FCD, a recording long
-        enough for the FCD window and an FCD distribution without NaN at the top fidelity's
-        segment length. Synthetic subjects' true G must lie where FIC's fixed point is stable
-        (else their "empirical" BOLD is a runaway)."""
-        from .data.validate import check_fcd_window
+        ``[(subject, problem)]`` (:func:`raybrain.experiment.checks.check_subjects`)."""
+        return checks.check_subjects(self)
 
-        problems: list[tuple[str, str]] = []
-        bundled = set(_expand_ids(self.subjects.ids))
-        top = self.simulation.fidelity("validation" if self.simulation.validation else -1)
-        for name in self.subjects.names():
-            if name in bundled:
-                continue
-            synth = next((s for s in self.subjects.synthetic if s.name == name), None)
-            try:
-                if synth is not None:
-                    self._check_synthetic(synth)
-                    continue
-                subject = self.build_subject(name)
-                if self.fits_fc and not np.all(np.isfinite(subject.fc())):
-                    raise ValueError("its FC has NaN entries (a region with zero variance)")
-                if self.needs_fcd:
-                    if subject.min_frames is not None:
-                        check_fcd_window(subject.min_frames, self.simulation.window, self.simulation.step,
-                                         source=subject.source)
-                    seg = int(round(top.duration / subject.tr))
-                    if not np.all(np.isfinite(subject.fcd_distribution(self.simulation.window,
-                                                                       self.simulation.step, seg))):
-                        raise ValueError("its FCD distribution has NaN entries (a window with a constant region)")
-            except ValueError as e:
-                problems.append((name, str(e).splitlines()[0]))
-        return problems
-
-    def _check_synthetic(self, s: "SyntheticSubject") -> None:
-        """A synthetic subject whose true G lies beyond FIC's stable range is refused."""
-        g = self.true_params(s.name).get("G", float(self.build_model().parameter("G").default))
-        try:
-            _, _, high = self._stable_g(s.name)
-        except ValueError:
-            return  # no known fixed point (e.g. FIC off, other models): nothing to check
-        if g >= high:
-            raise ValueError(f"its true G = {g:g} lies beyond the stable range of FIC's fixed point on "
-                             f"{s.connectome().name} (stable up to G = {high:.3g}); its simulated BOLD would run away")
-
-    def excluding(self, names) -> "ExperimentConfig":
-        """This config with the cohort subjects ``names`` excluded (``on_missing: skip``)."""
-        names = list(names)
-        if not names:
-            return self
-        data = json.loads(self.model_dump_json())
-        data["subjects"]["cohort"]["exclude"] = list(dict.fromkeys(data["subjects"]["cohort"]["exclude"] + names))
-        return ExperimentConfig.model_validate(data)
-
-    def resolved(self) -> "ExperimentConfig":
-        """This config with its ``auto`` bounds replaced by numbers (itself when there are none):
-        what the runs receive and what ``experiment.json`` records."""
-        if not self.parametrisation.auto:
-            return self
-        data = json.loads(self.model_dump_json())
-        data["parametrisation"]["bounds"].update({k: [lo, hi] for k, (lo, hi) in self.auto_bounds().items()})
-        out = ExperimentConfig.model_validate(data)
-        out._cache.update(self._cache)
-        return out
-
-    def covariates(self):
-        """The cohort's covariates, a DataFrame with a ``subject`` column then one column per
-        covariate (None without a cohort)."""
-        cohort = self.subjects.resolved_cohort
-        if cohort is None:
-            return None
-        df = cohort.covariates.copy()
-        df.index.name = "subject"
-        return df.reset_index()
-
-    def _n_regions(self) -> int | None:
-        if self.parametrisation.kind != "regional":
-            return None
-        ids = _expand_ids(self.subjects.ids) + [s.from_subject for s in self.subjects.synthetic
-                                                 if s.from_subject is not None]
-        if ids:
-            return int(_bundled()[ids[0]]["n_regions"])
-        return int(self.build_subject(self.subjects.names()[0]).n_regions)
-
-    def _synthetic_fidelity(self, s: SyntheticSubject) -> Fidelity:
-        last = self.simulation.fidelities[-1]
-        return Fidelity(duration=s.duration or last.duration, dt=s.dt or last.dt)
+    def _check_synthetic(self, s: SyntheticSubject) -> None:
+        checks.check_synthetic(self, s)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -1460,12 +968,6 @@ class ExperimentConfig(_Section):
         """``storage/name``: where this experiment's results go."""
         return Path(self.storage) / self.name
 
-    def targets(self) -> list[str]:
-        """The fitted targets: the training subjects, or the one group target."""
-        if self.subjects.group:
-            return [GROUP + ("/train" if self.subjects.split is not None else "")]
-        return self.subjects.part("train")
-
     @property
     def use_evaluator(self) -> bool:
         """Whether simulations go through the coalescing evaluator: ``resources.evaluator`` ``on``
@@ -1478,168 +980,95 @@ class ExperimentConfig(_Section):
                              "stamped into what each trial receives); this config was not planned")
         return mode == "on"
 
+    # -- building (raybrain.experiment.builder) ------------------------------------------------
+    def targets(self) -> list[str]:
+        """The fitted targets: the training subjects, or the one group target."""
+        return builder.targets(self)
+
     def holdout_targets(self, part: str, subject: str) -> list[str]:
         """The targets a run fitted on ``subject`` is re-simulated on in phase ``part``
-        (``"validation"`` or ``"test"``); see the module docstring."""
-        if part not in ("validation", "test"):
-            raise ValueError(f"part must be 'validation' or 'test', got {part!r}")
-        if self.validation.top == 0:
-            return []
-        split = self.subjects.split
-        if split is None or not getattr(split, part):
-            return [subject] if part == "validation" else []
-        return [f"{GROUP}/{part}"] if self.subjects.group else self.subjects.part(part)
+        (``"validation"`` or ``"test"``; :func:`raybrain.experiment.builder.holdout_targets`)."""
+        return builder.holdout_targets(self, part, subject)
 
-    def optimizer_settings(self, opt: "OptimizerConfig", dim: int) -> dict[str, Any]:
+    def optimizer_settings(self, opt: OptimizerConfig, dim: int) -> dict[str, Any]:
         """``opt.settings`` completed from the experiment by the family
-        (:meth:`~raybrain.search.Optimizer.complete_settings`; e.g. a grid without
-        ``points_per_dim`` gets the most points per parameter whose grid fits
-        ``budget.evaluations``)."""
-        if _registry() is None:
-            return dict(opt.settings)
-        from .search import family
-
-        return family(opt.name).complete_settings(opt.settings, dim, self.budget.evaluations)
+        (:func:`raybrain.experiment.builder.optimizer_settings`)."""
+        return builder.optimizer_settings(self, opt, dim)
 
     def truths(self) -> dict[str, dict[str, float]]:
         """Known parameters of the synthetic training targets: ``{subject: {name: value}}``."""
-        return {n: self.true_params(n) for n in self.targets() if self.true_params(n) is not None}
+        return builder.truths(self)
 
     def runs(self) -> list[RunSpec]:
         """Targets × optimizers × seeds, in that nesting order."""
-        out = []
-        for subject in self.targets():
-            for opt in self.optimizers:
-                for seed in self.seeds:
-                    rid = "__".join((sanitise(subject), sanitise(opt.key), f"seed{seed}"))
-                    out.append(RunSpec(rid, subject, opt, int(seed), opt.mode))
-        return out
+        return builder.runs(self)
 
-    # -- building ----------------------------------------------------------------------------
     def build_model(self):
         return self.model.build()
 
     def build_subject(self, name: str):
         """The :class:`raybrain.data.Subject` named ``name`` (bundled, user file, synthetic, or a
-        group target ``"group"``, ``"group/train"``, ``"group/validation"``, ``"group/test"``),
-        cached on the config."""
-        if name not in self._cache:
-            self._cache[name] = self._make_subject(name)
-        return self._cache[name]
+        group target), cached on the config (:func:`raybrain.experiment.builder.build_subject`)."""
+        return builder.build_subject(self, name)
 
     def _make_subject(self, name: str):
-        from .data import group_average, load_subject
-
-        subj = self.subjects
-        if name == GROUP or name.startswith(GROUP + "/"):
-            part = name.split("/", 1)[1] if "/" in name else None
-            if part not in (None, "train", "validation", "test") or (part is None) != (subj.split is None):
-                ok = [GROUP] if subj.split is None else [f"{GROUP}/{p}" for p in ("train", "validation", "test")]
-                raise ValueError(f"unknown group target {name!r}; this experiment has {', '.join(ok)}")
-            members = subj.part(part or "train")
-            if not members:
-                raise ValueError(f"group target {name!r} has no subjects (subjects.split.{part} is empty)")
-            return group_average([self.build_subject(m) for m in members], name=name)
-        for p in subj.paths:
-            if p.name == name:
-                return p.load()
-        if subj.resolved_cohort is not None and name in subj.resolved_cohort.names:
-            return subj.resolved_cohort.load_subject(name)
-        for i, s in enumerate(subj.synthetic):
-            if s.name == name:
-                return self._simulate_synthetic(i, s)
-        names = subj.names()
-        if name not in names:
-            full = _bare_id(name, names)
-            if full is None:
-                raise ValueError(f"subject {name!r} is not part of experiment {self.name!r}"
-                                 + _did_you_mean(name, names + [GROUP]))
-            return self.build_subject(full)
-        return load_subject(name)
+        return builder._make_subject(self, name)
 
     def _simulate_synthetic(self, i: int, s: SyntheticSubject):
-        """Simulate ``s`` once (one batch element, noise ``seed`` stream 0) from its bundled source;
-        its BOLD (float64) becomes the subject's empirical BOLD and, for a spectral loss, its M/EEG
-        signal sampled at ``simulation.meeg.fs`` the subject's ``meeg`` (same noise)."""
-        from ._backend import asnumpy
-        from .data import Subject
-        from .integrate import Simulation
-
-        src = s.connectome()
-        model = self.build_model()
-        par = self.build_parametrisation(src)
-        theta = par.from_dict(s.params)
-        f = self._synthetic_fidelity(s)
-        settings = self.simulation.settings(f, s.source_tr, seed=s.seed).replace(noise="independent")
-        sc = self.simulation.normalise(src.sc)
-        params = par.to_model_params(theta)
-
-        def run(m, st):
-            res = Simulation(m, sc, params, st, batch=1, streams=np.array([0])).run()
-            if bool(np.asarray(asnumpy(res.diverged))[0]):
-                raise ValueError(f"subjects.synthetic[{i}]: the simulation of {s.name!r} diverged; "
-                                 "choose other params")
-            return np.asarray(asnumpy(res.bold[0]), dtype=np.float64)
-
-        bold = meeg_x = meeg = None
-        what = [f"{f.duration:g} s at dt {f.dt:g} s"]
-        if self.fits_fc:
-            bold = run(model.bold_variant() if self.spectral else model, settings)
-        if self.spectral:
-            meeg = self.simulation.meeg.build()
-            ms = settings.replace(tr=meeg.dt, bold_dt=meeg.dt, hemodynamics="none")
-            if self.fits_fc and meeg.duration is not None:
-                ms = ms.replace(duration=meeg.duration)
-            meeg_x = run(model, ms)
-            what = [f"M/EEG {ms.duration:g} s at {meeg.fs:g} Hz, dt {f.dt:g} s"] + (what if bold is not None else [])
-        truth = dict(zip(par.names, map(float, theta[0])))
-        subject = Subject(name=s.name, sc=src.sc, tr=s.source_tr, bold=bold, lengths=src.lengths, labels=src.labels,
-                          centres=src.centres,
-                          meeg=meeg_x, meeg_fs=None if meeg is None else meeg.fs,
-                          source=f"synthetic subject {s.name!r} simulated from {src.name} "
-                                 f"(seed {s.seed}, {'; '.join(what)})")
-        self._cache[("truth", s.name)] = truth
-        return subject
+        return builder.simulate_synthetic(self, i, s)
 
     def true_params(self, name: str) -> dict[str, float] | None:
         """The known parameters of a synthetic subject (every parametrisation name), else None."""
-        for s in self.subjects.synthetic:
-            if s.name == name:
-                if ("truth", name) not in self._cache:
-                    par = self.build_parametrisation(self._source_subject(name))
-                    self._cache[("truth", name)] = dict(zip(par.names, map(float, par.from_dict(s.params)[0])))
-                return dict(self._cache[("truth", name)])
-        return None
+        return builder.true_params(self, name)
 
     def _source_subject(self, name: str):
-        """Whose connectome and maps a target's simulations use: a synthetic subject's source (the
-        maps its truth was defined on), otherwise the subject itself."""
-        for s in self.subjects.synthetic:
-            if s.name == name:
-                return s.connectome()
-        return self.build_subject(name)
+        return builder.source_subject(self, name)
 
     def build_parametrisation(self, subject):
         """The parametrisation for ``subject`` (a Subject or a name)."""
-        if isinstance(subject, str):
-            subject = self._source_subject(subject)
-        maps_subject = subject if self.parametrisation.kind == "maps" else None
-        return self.parametrisation.build(self.build_model(), subject=subject, maps_subject=maps_subject)
+        return builder.build_parametrisation(self, subject)
 
     def build_objective(self, subject_name: str, fidelity_index: int | str = -1):
         """The :class:`raybrain.objective.Objective` of one target at one fidelity (an index into
-        ``simulation.fidelities`` or ``"validation"``). Pass ``repeats=simulation.repeats`` and the
-        run seed to its ``evaluate``."""
-        from .objective import Objective
+        ``simulation.fidelities`` or ``"validation"``; :func:`raybrain.experiment.builder.build_objective`).
+        Pass ``repeats=simulation.repeats`` and the run seed to its ``evaluate``."""
+        return builder.build_objective(self, subject_name, fidelity_index)
 
-        subject = self.build_subject(subject_name)
-        fid = self.simulation.fidelity(fidelity_index)
-        par = self.build_parametrisation(self._source_subject(subject_name))
-        meeg = self.simulation.meeg.build() if self.simulation.meeg is not None and self.spectral else None
-        return Objective(subject, par.model, par, self.loss, self.simulation.settings(fid, subject.tr),
-                         window=self.simulation.window, step=self.simulation.step,
-                         sc_norm=self.simulation.sc_scaling[0], sc_max=self.simulation.sc_scaling[1],
-                         meeg=meeg)
+    def _subject_trs(self) -> dict[str, float]:
+        return builder.subject_trs(self)
+
+    def _n_regions(self) -> int | None:
+        return builder.n_regions(self)
+
+    def _synthetic_fidelity(self, s: SyntheticSubject) -> Fidelity:
+        return builder.synthetic_fidelity(self, s)
+
+    def covariates(self):
+        """The cohort's covariates, a DataFrame with a ``subject`` column then one column per
+        covariate (None without a cohort)."""
+        return builder.covariates(self)
+
+    def stable_g_ranges(self):
+        """Per subject, the G range where FIC's fixed point is linearly stable: a DataFrame with
+        ``subject``, ``n_regions``, ``G_low``, ``G_high``
+        (:func:`raybrain.experiment.builder.stable_g_ranges`)."""
+        return builder.stable_g_ranges(self)
+
+    def _stable_g(self, name: str) -> tuple[int, float, float]:
+        return builder.stable_g(self, name)
+
+    def auto_bounds(self, margin: float = 0.95) -> dict[str, tuple[float, float]]:
+        """The resolved ``auto`` bounds (:func:`raybrain.experiment.builder.auto_bounds`)."""
+        return builder.auto_bounds(self, margin)
+
+    def excluding(self, names) -> ExperimentConfig:
+        """This config with the cohort subjects ``names`` excluded (``on_missing: skip``)."""
+        return builder.excluding(self, names)
+
+    def resolved(self) -> ExperimentConfig:
+        """This config with its ``auto`` bounds replaced by numbers (itself when there are none):
+        what the runs receive and what ``experiment.json`` records."""
+        return builder.resolved(self)
 
 
 @functools.lru_cache(maxsize=8)
@@ -1647,13 +1076,6 @@ def config_from_json(text: str) -> ExperimentConfig:
     """The config a trial (or an evaluator) receives as JSON text (``experiment.json``'s form),
     validated once per process and text."""
     return ExperimentConfig.model_validate_json(text)
-
-
-@functools.lru_cache(maxsize=32)
-def objective_from_json(text: str, subject: str, fidelity: int | str):
-    """:meth:`ExperimentConfig.build_objective` of :func:`config_from_json`, built once per
-    process and (text, subject, fidelity): what trials and the coalescing evaluator share."""
-    return config_from_json(text).build_objective(subject, fidelity)
 
 
 def load_config(path) -> ExperimentConfig:
