@@ -45,10 +45,6 @@ class KernelCall:
     bold_on: bool  #: True: Balloon–Windkessel BOLD; False: sample the model's ``bold_input`` state
     bold_out: Any  #: (B, T, N) output samples, simulation dtype
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self.X.dtype)
-
 
 def make_tiles(subject_index, lanes: int):
     """Group the batch into tiles of ``lanes`` elements with one connectome each.

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._text import did_you_mean as _did_you_mean
+from .maths import array_functions
 
 
 @dataclass(frozen=True)
@@ -148,12 +149,8 @@ class Model:
         :attr:`scalar_drift` (a model without one overrides this)."""
         if self.scalar_drift is None:  # pragma: no cover - a model must declare one or the other
             raise NotImplementedError(f"model {self.name!r} declares neither scalar_drift nor drift_and_observables")
-        from .maths import array_functions
-
-        x0 = state[0]
-        one = _one_like(x0)
-        out = type(self).scalar_drift(*state, *coupling, *(p[k] for k in self.kernel_parameters), one,
-                                      *array_functions(self.kernel_functions, x0))
+        out = type(self).scalar_drift(*state, *coupling, *(p[k] for k in self.kernel_parameters),
+                                      _one_like(state[0]), *array_functions(self.kernel_functions))
         S = len(state)
         return tuple(out[:S]), dict(zip(self.scalar_observables, out[S:]))
 

@@ -40,7 +40,7 @@ def log(x):
 FUNCTIONS = {"exp": exp, "log": log, "phi": phi}
 
 
-def array_functions(names, x=None) -> tuple:
+def array_functions(names) -> tuple:
     """The array implementations of the functions ``names`` (see the module docstring)."""
     try:
         return tuple(FUNCTIONS[n] for n in names)
